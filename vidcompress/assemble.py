@@ -1,0 +1,79 @@
+"""Build a :class:`CompressedTokens` from a method's decision: which tokens to keep, or how to group them.
+
+Every method ends in one of these two functions, so ordering, ``source`` bookkeeping and positions follow the
+contract in one place. Both run on the tensors' device without reading data back to the host: the output size is
+the length of ``indices`` (selection) or ``num_groups`` (merge), both known before the data is seen.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .tokens import CompressedTokens, VideoTokens
+
+__all__ = ["identity", "select_tokens", "merge_tokens"]
+
+
+def identity(tokens: VideoTokens) -> CompressedTokens:
+    """All tokens, unchanged and in order."""
+    n = tokens.num_tokens
+    index = torch.arange(n, device=tokens.features.device)
+    return CompressedTokens(
+        features=tokens.flat_features, positions=tokens.flat_positions, source=index, representatives=index
+    )
+
+
+def select_tokens(tokens: VideoTokens, indices: torch.Tensor) -> CompressedTokens:
+    """Keep the tokens at flat ``indices`` (any order, no duplicates); drop the rest.
+
+    Output rows follow temporal-then-raster order whatever the order of ``indices``.
+    """
+    keep = torch.sort(indices.to(device=tokens.features.device, dtype=torch.long)).values
+    source = torch.full((tokens.num_tokens,), -1, dtype=torch.long, device=keep.device)
+    source[keep] = torch.arange(keep.shape[0], device=keep.device)
+    return CompressedTokens(
+        features=tokens.flat_features[keep],
+        positions=tokens.flat_positions[keep],
+        source=source,
+        representatives=keep,
+    )
+
+
+def merge_tokens(
+    tokens: VideoTokens,
+    group: torch.Tensor,
+    representative: torch.Tensor,
+    weights: torch.Tensor | None = None,
+) -> CompressedTokens:
+    """Merge tokens into groups: each output row is the (weighted) mean of its members' features.
+
+    Args:
+        tokens: the input.
+        group: ``[T*N]`` long, the group of every token, ``-1`` for dropped tokens; groups are ``0 .. G-1``.
+        representative: ``[G]`` long flat index whose position group ``g`` carries (must be a member of ``g``).
+        weights: optional ``[T*N]`` non-negative member weights (e.g. HoliTom's ``beta`` for the centre).
+
+    Returns:
+        ``G`` output rows in the order of their representatives; ``source`` renumbered accordingly.
+    """
+    device = tokens.features.device
+    group = group.to(device=device, dtype=torch.long)
+    representative = representative.to(device=device, dtype=torch.long)
+    num_groups = representative.shape[0]
+    order = torch.argsort(representative)
+    # rank[g] = output row of group g
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(num_groups, device=device)
+    kept = group >= 0
+    source = torch.where(kept, rank[group.clamp(min=0)], torch.full_like(group, -1))
+    features = tokens.flat_features
+    member_weight = kept.to(torch.float32) if weights is None else weights.to(torch.float32) * kept
+    sums = torch.zeros(num_groups, features.shape[1], dtype=torch.float32, device=device)
+    sums.index_add_(0, source.clamp(min=0), features.to(torch.float32) * member_weight[:, None])
+    totals = torch.zeros(num_groups, dtype=torch.float32, device=device)
+    totals.index_add_(0, source.clamp(min=0), member_weight)
+    merged = (sums / totals[:, None]).to(features.dtype)
+    reps = representative[order]
+    return CompressedTokens(
+        features=merged, positions=tokens.flat_positions[reps], source=source, representatives=reps
+    )
