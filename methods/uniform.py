@@ -13,8 +13,13 @@ from vidcompress.tokens import CompressedTokens, VideoTokens
 
 
 def frame_budgets(num_frames: int, count: int) -> list[int]:
-    """Split ``count`` tokens over frames as evenly as possible; extra tokens go to evenly spaced frames."""
-    return [((t + 1) * count) // num_frames - (t * count) // num_frames for t in range(num_frames)]
+    """Split ``count`` tokens over frames as evenly as possible; the remainder goes to frames at the centres of
+    equal time intervals."""
+    base, remainder = divmod(count, num_frames)
+    budgets = [base] * num_frames
+    for j in range(remainder):
+        budgets[(2 * j + 1) * num_frames // (2 * remainder)] += 1
+    return budgets
 
 
 def lattice(height: int, width: int, count: int) -> list[int]:

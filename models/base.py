@@ -89,14 +89,12 @@ class VideoLLMAdapter(ABC):
         """Id of the video placeholder token."""
 
     @abstractmethod
-    def preprocess(self, clips: list[VideoClip], prompts: list[str]) -> BatchFeature:
-        """Run the processor on a batch of clips and prompts (left padding)."""
+    def preprocess(self, clip: VideoClip, prompt: str) -> BatchFeature:
+        """Run the processor on one clip and its prompt (samples are padded together after compression)."""
 
     @abstractmethod
-    def encode(
-        self, inputs: BatchFeature, index: int, with_attention: bool
-    ) -> EncodedSample:
-        """Vision encoder on sample ``index`` of ``inputs``; attention scores only when ``with_attention``."""
+    def encode(self, inputs: BatchFeature, with_attention: bool) -> EncodedSample:
+        """Vision encoder on one preprocessed sample; attention scores only when ``with_attention``."""
 
     @property
     def frames_per_step(self) -> int:

@@ -63,10 +63,8 @@ class LlavaOnevisionAdapter(VideoLLMAdapter):
     def video_token_id(self) -> int:
         return int(self.model.config.video_token_id)
 
-    def preprocess(self, clips: list[VideoClip], prompts: list[str]) -> BatchFeature:
-        return self.processor(
-            text=prompts, videos=[clip.frames for clip in clips], padding=True, return_tensors="pt"
-        )
+    def preprocess(self, clip: VideoClip, prompt: str) -> BatchFeature:
+        return self.processor(text=[prompt], videos=[clip.frames], return_tensors="pt")
 
     def _feature_layer(self) -> torch.nn.Module:
         tower = self.model.model.vision_tower
@@ -89,9 +87,9 @@ class LlavaOnevisionAdapter(VideoLLMAdapter):
         finally:
             handle.remove()
 
-    def encode(self, inputs: BatchFeature, index: int, with_attention: bool) -> EncodedSample:
+    def encode(self, inputs: BatchFeature, with_attention: bool) -> EncodedSample:
         config = self.model.config
-        pixels = inputs["pixel_values_videos"][index : index + 1].to(self.device)
+        pixels = inputs["pixel_values_videos"].to(self.device)
         frames = pixels.shape[1]
         with torch.no_grad(), self._attention_probe(with_attention) as probe:
             output = self.model.model.get_video_features(
@@ -100,8 +98,7 @@ class LlavaOnevisionAdapter(VideoLLMAdapter):
                 vision_feature_select_strategy=config.vision_feature_select_strategy,
             )
         features = output.pooler_output[0]
-        mask = inputs["attention_mask"][index].bool()
-        input_ids = inputs["input_ids"][index][mask]
+        input_ids = inputs["input_ids"][0]
         video = (input_ids == self.video_token_id).nonzero().squeeze(1)
         start, end = int(video[0]), int(video[-1]) + 1
         placeholders = end - start

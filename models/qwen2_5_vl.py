@@ -107,14 +107,12 @@ class Qwen2_5_VLAdapter(VideoLLMAdapter):
     def frames_per_step(self) -> int:
         return int(self.vision_config.temporal_patch_size)
 
-    def preprocess(self, clips: list[VideoClip], prompts: list[str]) -> BatchFeature:
-        metadata = [{"total_num_frames": clip.num_frames, "fps": clip.sampled_fps} for clip in clips]
+    def preprocess(self, clip: VideoClip, prompt: str) -> BatchFeature:
         return self.processor(
-            text=prompts,
-            videos=[clip.frames for clip in clips],
-            video_metadata=metadata,
+            text=[prompt],
+            videos=[clip.frames],
+            video_metadata=[{"total_num_frames": clip.num_frames, "fps": clip.sampled_fps}],
             do_sample_frames=False,
-            padding=True,
             return_tensors="pt",
         )
 
@@ -132,11 +130,9 @@ class Qwen2_5_VLAdapter(VideoLLMAdapter):
         finally:
             handle.remove()
 
-    def encode(self, inputs: BatchFeature, index: int, with_attention: bool) -> EncodedSample:
-        grids = inputs["video_grid_thw"]
-        grid_thw = tuple(int(v) for v in grids[index])
-        patches_before = int(grids[:index].prod(-1).sum()) if index else 0
-        pixels = inputs["pixel_values_videos"][patches_before : patches_before + grid_thw[0] * grid_thw[1] * grid_thw[2]]
+    def encode(self, inputs: BatchFeature, with_attention: bool) -> EncodedSample:
+        grid_thw = tuple(int(v) for v in inputs["video_grid_thw"][0])
+        pixels = inputs["pixel_values_videos"]
         merge = self.vision_config.spatial_merge_size
         with torch.no_grad(), self._attention_probe(with_attention) as probe:
             output = self.model.model.get_video_features(
@@ -151,9 +147,8 @@ class Qwen2_5_VLAdapter(VideoLLMAdapter):
             order = window_index(grid_thw, merge, self.vision_config.window_size, self.vision_config.patch_size)
             attention = per_unit[torch.argsort(order.to(per_unit.device))].view(grid[0], -1)
 
-        mask = inputs["attention_mask"][index].bool()
-        input_ids = inputs["input_ids"][index][mask]
-        interval = float(self.vision_config.tokens_per_second) * float(inputs["second_per_grid_ts"][index])
+        input_ids = inputs["input_ids"][0]
+        interval = float(self.vision_config.tokens_per_second) * float(inputs["second_per_grid_ts"][0])
         positions, _ = mrope_positions(input_ids, self.video_token_id, [grid], [interval], self.rope_compat)
         video = (input_ids == self.video_token_id).nonzero().squeeze(1)
         start, end = int(video[0]), int(video[-1]) + 1

@@ -122,11 +122,11 @@ class VideoLLM:
         with timer("decode_video"):
             clips = [load_video(v, num_frames=num_frames, fps=fps, max_frames=max_frames) for v in videos]
         with timer("preprocess"):
-            inputs = self.adapter.preprocess(clips, [self.adapter.prompt(q) for q in questions])
+            inputs = [self.adapter.preprocess(clip, self.adapter.prompt(q)) for clip, q in zip(clips, questions)]
         samples = []
         with timer("vision_encoder"):
-            for index, (clip, question) in enumerate(zip(clips, questions)):
-                sample = self.adapter.encode(inputs, index, with_attention=self.compressor.needs_attention)
+            for sample_inputs, clip, question in zip(inputs, clips, questions):
+                sample = self.adapter.encode(sample_inputs, with_attention=self.compressor.needs_attention)
                 extras = {"timestamps": self._group_timestamps(clip, sample.tokens.grid[0])}
                 if self.compressor.needs_query:
                     extras["query"] = self.adapter.question_embeddings(question).to(sample.tokens.features.dtype)

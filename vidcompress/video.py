@@ -8,7 +8,8 @@ which they were sampled (the Qwen processor needs the real rate for its temporal
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
@@ -54,7 +55,8 @@ def sample_indices(
 ) -> np.ndarray:
     """Indices of the frames to keep from ``total`` frames recorded at ``native_fps``.
 
-    ``num_frames``: that many, evenly spread over the whole video (first and last included, as lmms-eval does).
+    ``num_frames``: that many, evenly spread over the whole video, first and last included, positions floored as
+    lmms-eval's ``np.linspace(..., dtype=int)`` does.
     ``fps``: one frame every ``native_fps / fps`` frames. Neither: every frame. ``max_frames`` then caps the count by
     even subsampling.
     """
@@ -65,7 +67,7 @@ def sample_indices(
     if num_frames is not None:
         if isinstance(num_frames, bool) or int(num_frames) != num_frames or num_frames <= 0:
             raise ValueError(f"num_frames must be a positive integer, got {num_frames!r}")
-        indices = np.linspace(0, total - 1, int(num_frames)).round().astype(np.int64)
+        indices = np.linspace(0, total - 1, int(num_frames)).astype(np.int64)
     elif fps is not None:
         if not fps > 0:
             raise ValueError(f"fps must be positive, got {fps!r}")
@@ -77,7 +79,7 @@ def sample_indices(
         if int(max_frames) != max_frames or max_frames <= 0:
             raise ValueError(f"max_frames must be a positive integer, got {max_frames!r}")
         if len(indices) > max_frames:
-            indices = indices[np.linspace(0, len(indices) - 1, int(max_frames)).round().astype(np.int64)]
+            indices = indices[np.linspace(0, len(indices) - 1, int(max_frames)).astype(np.int64)]
     return indices
 
 
@@ -108,6 +110,23 @@ def _from_frames(frames: np.ndarray, description: str, input_fps: float, **sampl
     )
 
 
+@contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """Silence what FFmpeg / decord print on file descriptor 2; our own error message says what went wrong."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no usable descriptor 2 (embedded interpreters)
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _decode_file(path: Path, **sampling: int | float | None) -> VideoClip:
     if not path.exists():
         raise FileNotFoundError(f"video file not found: {path}")
@@ -118,7 +137,8 @@ def _decode_file(path: Path, **sampling: int | float | None) -> VideoClip:
     import decord
 
     try:
-        reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+        with _quiet_native_stderr():
+            reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
         total = len(reader)
         native_fps = float(reader.get_avg_fps())
     except Exception as error:  # decord raises its own DECORDError, RuntimeError or OSError subclasses
