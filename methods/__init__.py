@@ -1,5 +1,5 @@
 """Compression methods. Importing this package registers every method (one module per method or family)."""
 
-from . import identity, random_pruning, uniform
+from . import fastv, identity, random_pruning, uniform
 
-__all__ = ["identity", "random_pruning", "uniform"]
+__all__ = ["fastv", "identity", "random_pruning", "uniform"]

@@ -21,6 +21,8 @@ from transformers import BatchFeature, PreTrainedModel, ProcessorMixin
 from vidcompress.tokens import CompressedTokens, VideoTokens
 from vidcompress.video import VideoClip
 
+from .llm_stage import LLMStageReport, layer_reduction
+
 __all__ = ["EncodedSample", "LLMInputs", "VideoLLMAdapter"]
 
 
@@ -56,6 +58,7 @@ class LLMInputs:
     inputs_embeds: torch.Tensor
     attention_mask: torch.Tensor
     position_ids: torch.Tensor | None
+    visual_mask: torch.Tensor  # [B, L] bool: the compressed visual tokens (not LLaVA-OV's newline)
 
     def as_kwargs(self) -> dict[str, torch.Tensor]:
         kwargs = dict(input_ids=self.input_ids, inputs_embeds=self.inputs_embeds, attention_mask=self.attention_mask)
@@ -143,7 +146,7 @@ class VideoLLMAdapter(ABC):
                 positions = torch.cat(
                     [sample.positions[:, : sample.video_start], kept, sample.positions[:, sample.video_end :]], dim=1
                 )
-            rows.append((new_ids, embeds, positions))
+            rows.append((new_ids, embeds, positions, start, out.num_tokens))
         length = max(row[0].shape[0] for row in rows)
         batch = len(rows)
         hidden = rows[0][1].shape[1]
@@ -154,23 +157,37 @@ class VideoLLMAdapter(ABC):
         inputs_embeds = pad_embed.expand(batch, length, hidden).clone()
         has_positions = rows[0][2] is not None
         position_ids = torch.ones(3, batch, length, dtype=torch.long, device=self.device) if has_positions else None
-        for b, (ids, embeds, positions) in enumerate(rows):
+        visual_mask = torch.zeros(batch, length, dtype=torch.bool, device=self.device)
+        for b, (ids, embeds, positions, start, count) in enumerate(rows):
             n = ids.shape[0]
+            visual_mask[b, length - n + start : length - n + start + count] = True
             input_ids[b, length - n :] = ids.to(self.device)
             attention_mask[b, length - n :] = 1
             inputs_embeds[b, length - n :] = embeds
             if position_ids is not None:
                 position_ids[:, b, length - n :] = positions.to(self.device)
-        return LLMInputs(input_ids, inputs_embeds, attention_mask, position_ids)
+        return LLMInputs(input_ids, inputs_embeds, attention_mask, position_ids, visual_mask)
 
-    def generate(self, llm_inputs: LLMInputs, **generate_kwargs: Any) -> torch.Tensor:
-        """``model.generate`` on spliced inputs; returns only the new tokens ``[B, new]``."""
+    def generate(
+        self, llm_inputs: LLMInputs, llm_stage: Any = None, **generate_kwargs: Any
+    ) -> tuple[torch.Tensor, LLMStageReport | None]:
+        """``model.generate`` on spliced inputs, with the LLM stage of ``llm_stage`` (a compressor) when given.
+
+        Returns the new tokens ``[B, new]`` and the LLM stage's report (``None`` without one).
+        """
         try:
             with torch.no_grad():
-                output = self.model.generate(**llm_inputs.as_kwargs(), **generate_kwargs)
+                if llm_stage is None:
+                    return self.model.generate(**llm_inputs.as_kwargs(), **generate_kwargs)[
+                        :, llm_inputs.input_ids.shape[1] :
+                    ], None
+                language_model = self.model.model.language_model
+                valid = llm_inputs.attention_mask.bool()
+                with layer_reduction(language_model, llm_stage, llm_inputs.visual_mask, valid) as report:
+                    output = self.model.generate(**llm_inputs.as_kwargs(), **generate_kwargs)
+                return output[:, llm_inputs.input_ids.shape[1] :], report
         finally:
             self.reset_state()
-        return output[:, llm_inputs.input_ids.shape[1] :]
 
     def reset_state(self) -> None:
         """Clear per-call module state that ``generate`` leaves behind (Qwen's ``rope_deltas``)."""

@@ -68,7 +68,8 @@ def test_compressed_generate_equals_no_cache_reference(tiny, frames, method):
     llm_inputs = adapter.splice([sample], [out])
     expected_length = sample.input_ids.shape[0] - sample.tokens.num_tokens + out.num_tokens
     assert llm_inputs.input_ids.shape == (1, expected_length)
-    generated = adapter.generate(llm_inputs, max_new_tokens=STEPS, do_sample=False, min_new_tokens=STEPS)
+    generated, report = adapter.generate(llm_inputs, max_new_tokens=STEPS, do_sample=False, min_new_tokens=STEPS)
+    assert report is None
     assert generated.tolist() == greedy_without_cache(model, llm_inputs, STEPS)
 
 

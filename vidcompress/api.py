@@ -36,7 +36,8 @@ class Answer:
     """A generated answer and what it cost.
 
     ``stats`` holds: ``method``, ``retention``, ``visual_tokens_in`` / ``visual_tokens_out``, ``frames``, ``grid``,
-    ``prompt_tokens`` (LLM input length), ``new_tokens``, ``ms`` (per stage: ``decode_video``, ``preprocess``,
+    ``prompt_tokens`` (LLM input length), ``new_tokens``, ``llm_stage`` (``None``, or the layer ``K``, the visual
+    tokens left after it and the layer-averaged retention over all decoder layers), ``ms`` (per stage: ``decode_video``, ``preprocess``,
     ``vision_encoder``, ``compression``, ``prefill``, ``generation``), ``peak_memory_mb`` (``None`` on CPU) and
     ``random_weights`` (``True`` for the built-in tiny models: their answers mean nothing).
     """
@@ -142,8 +143,12 @@ class VideoLLM:
         processors = LogitsProcessorList([clock, *generate_kwargs.pop("logits_processor", [])])
         with timer("llm"):
             start = time.perf_counter()
-            new_tokens = self.adapter.generate(
-                llm_inputs, max_new_tokens=max_new_tokens, logits_processor=processors, **generate_kwargs
+            new_tokens, llm_report = self.adapter.generate(
+                llm_inputs,
+                llm_stage=self.compressor.stage("llm"),
+                max_new_tokens=max_new_tokens,
+                logits_processor=processors,
+                **generate_kwargs,
             )
         first = clock.first if clock.first is not None else time.perf_counter()
         llm_ms = timer.ms.pop("llm")
@@ -169,6 +174,13 @@ class VideoLLM:
                 "new_tokens": len(ids),
                 "ms": {key: round(value, 3) for key, value in timer.ms.items()},
                 "peak_memory_mb": peak,
+                "llm_stage": None
+                if llm_report is None
+                else {
+                    "layer": llm_report.layer,
+                    "visual_tokens_after_layer": llm_report.visual_kept,
+                    "layer_averaged_retention": llm_report.layer_averaged_visual_tokens() / sample.tokens.num_tokens,
+                },
                 "random_weights": self.random_weights,
             }
             answers.append(Answer(text=text, token_ids=ids, stats=stats))

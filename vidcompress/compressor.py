@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar
 
 from .assemble import identity
+from .llm_stage import AttentionQuery, LayerInputs, LayerReduction
 from .tokens import CompressedTokens, VideoTokens, check_retention, target_count
 
 if TYPE_CHECKING:
@@ -36,6 +37,10 @@ class Compressor:
     """
 
     info: ClassVar[MethodInfo]
+    #: LLM stage only: the decoder layer ``K`` where tokens are removed (set by the method's ``__init__``).
+    llm_layer: int
+    #: LLM stage only: whose attention at layer ``K - 1`` :meth:`reduce_in_llm` needs.
+    llm_attention_query: ClassVar[AttentionQuery] = "none"
 
     def __init__(self, retention: float = 1.0, *, exact: bool = True) -> None:
         self.retention = check_retention(retention)
@@ -82,6 +87,11 @@ class Compressor:
     def compress(self, tokens: VideoTokens, count: int) -> CompressedTokens:
         """Return ``count`` tokens (or the native count when ``exact=False``). Token-stage methods override this."""
         raise NotImplementedError(f"{type(self).__name__} has no token stage")
+
+    # -- LLM stage ------------------------------------------------------------------------------------------------
+    def reduce_in_llm(self, inputs: LayerInputs) -> LayerReduction:
+        """Decide at layer ``llm_layer`` which positions survive. LLM-stage methods override this."""
+        raise NotImplementedError(f"{type(self).__name__} has no LLM stage")
 
     def params(self) -> dict[str, object]:
         """The parameters this instance was built with (for logs and result tables)."""

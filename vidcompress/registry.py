@@ -156,8 +156,9 @@ def get_compressor(name: str, **params: Any) -> Compressor | Pipeline:
     """Build the method ``name`` with ``params`` (unknown names and parameters raise with suggestions).
 
     ``name`` may chain methods with ``+`` (``"keyframe+flashvid"``): each stage is taken from the method that
-    provides it. A parameter goes to every chained method that takes it (``retention`` to all that have one); a
-    parameter qualified as ``"method.param"`` goes to that method alone.
+    provides it. ``retention`` and ``exact`` (the count at the LLM input) go to the chain's token-stage method when it
+    has one; any other parameter goes to every chained method that takes it; a parameter qualified as
+    ``"method.param"`` goes to that method alone.
     """
     names = [part.strip() for part in str(name).split("+")]
     if any(not part for part in names):
@@ -177,6 +178,9 @@ def get_compressor(name: str, **params: Any) -> Compressor | Pipeline:
             routed[target][param] = value
             continue
         takers = [info.name for info in infos if key in info.defaults]
+        token_stage = [info.name for info in infos if "token" in info.stages]
+        if key in ("retention", "exact") and token_stage:
+            takers = token_stage[:1]
         if not takers:
             every = sorted({p for info in infos for p in info.defaults})
             raise UnknownParameterError(f"no method in {name!r} has a parameter {key!r}; {_suggest(key, every)}")
