@@ -21,7 +21,7 @@ def unit_vectors(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
 
 
 def cosine_similarity(x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-    """Cosine similarity matrix ``[..., N, M]`` between ``x [..., N, D]`` and ``y [..., M, D]`` (``y = x`` if omitted)."""
+    """Cosine similarity ``[..., N, M]`` between ``x [..., N, D]`` and ``y [..., M, D]`` (``y = x`` if omitted)."""
     ux = unit_vectors(x)
     uy = ux if y is None else unit_vectors(y)
     return ux @ uy.transpose(-1, -2)
