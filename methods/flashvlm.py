@@ -48,10 +48,10 @@ class FlashVLM(Compressor):
     Qwen file does not compress video at all (the video branch is never pruned); we prune per temporal group. Its
     budget is an absolute 196 tokens on Qwen and 64 / 128 / 192 of 576 per image on LLaVA-1.5; ours is
     ``retention`` split evenly over frames (e.g. 128 / 576 ↔ ``retention≈0.222``). Similarities use the projected
-    features on both models (the LLaVA reference partitions on pre-projector CLIP features). The reference
+    features on both models (the LLaVA reference partitions on pre-projector CLIP features). The LLaVA reference
     normalises the text embeddings before its "norm gating", which makes the gating a no-op (factor
-    ``1 / (1 + 1e-6)``); ``norm_gating=True`` applies the intended weighting by raw embedding norms
-    (``‖e_q‖ / max_q ‖e_q‖``).
+    ``1 / (1 + 1e-6)``); default reproduces that, ``norm_gating=True`` applies the intended weighting by raw
+    embedding norms (``‖e_q‖ / max_q ‖e_q‖``).
 
     Args:
         retention: fraction of visual tokens kept.
