@@ -25,7 +25,8 @@ class DivPrune(Compressor):
     With ``D_ij = 1 − cos(f_i, f_j)`` on the projected features, the seed is the token farthest from its nearest
     neighbour (``argmax_i min_{j ≠ i} D_ij``), then each step adds ``argmax_i min_{j ∈ S} D_ij`` until
     ``target_count`` tokens are selected. Text-agnostic, no attention. The reference pools every token of the
-    input in one set (``pool="global"``, default), and its keep ratio is our ``retention``.
+    input in one set (``pool="global"``, default), and its keep ratio is our ``retention`` (the paper's
+    ``SUBSET_RATIO = 0.098`` is ``retention=0.098``).
 
     Differences from the reference: the reference builds the full ``N × N`` distance matrix; we compute the seed's
     nearest-neighbour distances in row blocks and keep a running min-distance vector (same picks, bounded memory).
