@@ -1,5 +1,5 @@
 """Compression methods. Importing this package registers every method (one module per method or family)."""
 
-from . import fastv, identity, random_pruning, uniform
+from . import divprune, fastv, flashvlm, identity, keyframe, mmr, random_pruning, uniform, visionzip
 
-__all__ = ["fastv", "identity", "random_pruning", "uniform"]
+__all__ = ["divprune", "fastv", "flashvlm", "identity", "keyframe", "mmr", "random_pruning", "uniform", "visionzip"]
