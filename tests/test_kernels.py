@@ -223,7 +223,8 @@ def test_adjacent_similarity_triton_agrees(
 
     allowed = torch.rand(frames, tokens, generator=torch.Generator().manual_seed(seed)) < 0.7
     for candidates in (None, allowed):
-        poisoned = BestMatch(torch.full((frames - lag, tokens), 12345), _poisoned_like((frames - lag, tokens), torch.float32))
+        shape = (frames - lag, tokens)
+        poisoned = BestMatch(torch.full(shape, 12345), _poisoned_like(shape, torch.float32))
         match = best_match(x, lag, candidates, out=poisoned, use_triton=True)
         ref = best_match(x, lag, candidates, use_triton=False)
         torch.testing.assert_close(match.value, ref.value, rtol=1e-5, atol=1e-5)

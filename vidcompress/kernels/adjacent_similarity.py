@@ -73,7 +73,9 @@ def _check_video(x: torch.Tensor, lag: int) -> None:
         raise ValueError(f"x must have at least one token and one channel, got shape {tuple(x.shape)}")
 
 
-def _check_out(name: str, out: torch.Tensor | None, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> None:
+def _check_out(
+    name: str, out: torch.Tensor | None, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device
+) -> None:
     if out is None:
         return
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != shape or out.dtype != dtype or out.device != device:
@@ -177,7 +179,10 @@ def best_match(
     from ._triton.adjacent_similarity import launch_best_match
 
     if out is None:
-        out = BestMatch(torch.empty(shape, dtype=torch.long, device=x.device), torch.empty(shape, dtype=torch.float32, device=x.device))
+        out = BestMatch(
+            torch.empty(shape, dtype=torch.long, device=x.device),
+            torch.empty(shape, dtype=torch.float32, device=x.device),
+        )
     flags = None if allowed is None else allowed.contiguous().view(torch.int8)
     launch_best_match(_inner_contiguous(x), lag, EPS, flags, out.index, out.value)
     return out

@@ -21,6 +21,7 @@ the ``max_budget`` steps on the host, batched over frames.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -106,7 +107,16 @@ def mmr_reference(
     )
 
 
-def _greedy_loop(frames, num_tokens, budgets, max_budget, first_score, score, update, device) -> torch.Tensor:  # type: ignore[no-untyped-def]
+def _greedy_loop(
+    frames: int,
+    num_tokens: int,
+    budgets: torch.Tensor,
+    max_budget: int,
+    first_score: Callable[[], torch.Tensor],
+    score: Callable[[], torch.Tensor],
+    update: Callable[[tuple[torch.Tensor, torch.Tensor]], object],
+    device: torch.device,
+) -> torch.Tensor:
     """Shared step loop of the reference paths: mask chosen tokens, arg-max (first maximum), update."""
     order = torch.full((frames, max_budget), -1, dtype=torch.long, device=device)
     chosen = torch.zeros(frames, num_tokens, dtype=torch.bool, device=device)
@@ -134,7 +144,12 @@ def _check_inputs(
         if max_budget is None:
             max_budget = budgets
         budgets = torch.full((frames,), budgets, dtype=torch.long, device=x.device)
-    elif not isinstance(budgets, torch.Tensor) or budgets.shape != (frames,) or budgets.is_floating_point() or budgets.dtype == torch.bool:
+    elif (
+        not isinstance(budgets, torch.Tensor)
+        or budgets.shape != (frames,)
+        or budgets.is_floating_point()
+        or budgets.dtype == torch.bool
+    ):
         raise ValueError(f"budgets must be an int or an integer tensor of shape ({frames},)")
     elif budgets.device != x.device:
         raise ValueError(f"budgets is on {budgets.device} but x is on {x.device}")

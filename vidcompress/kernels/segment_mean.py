@@ -40,7 +40,10 @@ def segment_mean_reference(
     """
     kept = source >= 0
     row = torch.where(kept, source, torch.full_like(source, num_segments))
-    member_weight = torch.ones(source.shape, dtype=torch.float32, device=features.device) if weights is None else weights.float()
+    if weights is None:
+        member_weight = torch.ones(source.shape, dtype=torch.float32, device=features.device)
+    else:
+        member_weight = weights.float()
     sums = torch.zeros(num_segments + 1, features.shape[1], dtype=torch.float32, device=features.device)
     sums.index_add_(0, row, features.float() * member_weight[:, None])
     totals = torch.zeros(num_segments + 1, dtype=torch.float32, device=features.device)
@@ -71,7 +74,9 @@ def _check_weights(weights: torch.Tensor | None, length: int, device: torch.devi
     if not isinstance(weights, torch.Tensor) or weights.ndim != 1 or not weights.is_floating_point():
         raise ValueError(f"weights must be a 1-D floating-point tensor, got {_describe(weights)}")
     if weights.shape[0] != length or weights.device != device:
-        raise ValueError(f"weights must have {length} entries on {device}, got {tuple(weights.shape)} on {weights.device}")
+        raise ValueError(
+            f"weights must have {length} entries on {device}, got {tuple(weights.shape)} on {weights.device}"
+        )
     if validate and not bool(((weights >= 0) & torch.isfinite(weights)).all()):
         raise ValueError("weights must be finite and non-negative")
 

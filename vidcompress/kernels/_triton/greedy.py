@@ -52,7 +52,8 @@ def _kcenter_kernel(
         distance = 1.0 - tl.load(matrix + pick * num_tokens + cols, mask=valid, other=0.0)
         min_distance = tl.minimum(min_distance, distance)
     slots = tl.arange(0, BLOCK_K)
-    tl.store(order_ptr + frame * max_budget + slots, tl.full([BLOCK_K], -1, tl.int64), mask=(slots >= budget) & (slots < max_budget))
+    padding = (slots >= budget) & (slots < max_budget)
+    tl.store(order_ptr + frame * max_budget + slots, tl.full([BLOCK_K], -1, tl.int64), mask=padding)
 
 
 @triton.jit
@@ -87,7 +88,8 @@ def _mmr_kernel(
         similarity = tl.load(matrix + pick * num_tokens + cols, mask=valid, other=-2.0)
         max_similarity = tl.maximum(max_similarity, similarity)
     slots = tl.arange(0, BLOCK_K)
-    tl.store(order_ptr + frame * max_budget + slots, tl.full([BLOCK_K], -1, tl.int64), mask=(slots >= budget) & (slots < max_budget))
+    padding = (slots >= budget) & (slots < max_budget)
+    tl.store(order_ptr + frame * max_budget + slots, tl.full([BLOCK_K], -1, tl.int64), mask=padding)
 
 
 def _blocks(num_tokens: int, max_budget: int) -> tuple[int, int, int]:
