@@ -1,0 +1,301 @@
+#!/usr/bin/env python
+"""Time the ``vidcompress.kernels`` Triton kernels next to their PyTorch paths and the device copy bandwidth.
+
+Sizes: LLaVA-OV-7B (32 / 64 frames x 196 tokens x 3584) and Qwen2.5-VL-7B (16 / 32 temporal groups x 256 tokens x
+3584), bf16. Each timing is the median of ``--runs`` CUDA-event measurements after ``--warmup`` calls, rotating over
+several input copies so no run finds its input in L2. Every size also checks kernel against reference. Prints a
+markdown table and writes JSON (command, GPU, versions, date, rows) under ``benchmarks/results/``.
+
+    python scripts/bench_kernels.py                      # all kernels, all sizes (needs a CUDA GPU)
+    python scripts/bench_kernels.py --methods all        # also every registered token-stage method (time_method)
+    TRITON_INTERPRET=1 python scripts/bench_kernels.py --quick   # CPU smoke test of the script itself
+
+Bandwidth is "minimum bytes" (each input read once, each output written once) over time; "% copy" compares it with
+``torch.empty_like(x).copy_(x)`` on the same input (read + write).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import vidcompress
+from vidcompress import VideoTokens, available_methods, get_compressor, method_info, target_count
+from vidcompress.kernels import (
+    aligned_above,
+    aligned_cosine,
+    best_match,
+    greedy_kcenter,
+    greedy_mmr,
+    segment_mean,
+    segment_mean_csr,
+    segment_offsets,
+)
+
+SIZES: dict[str, tuple[int, int, int, int]] = {  # name: (T, H, W, D)
+    "llava-ov-7b/32f": (32, 14, 14, 3584),
+    "llava-ov-7b/64f": (64, 14, 14, 3584),
+    "qwen2.5-vl-7b/16g": (16, 16, 16, 3584),
+    "qwen2.5-vl-7b/32g": (32, 16, 16, 3584),
+}
+QUICK_SIZES = {"quick/4f": (4, 4, 5, 48)}
+RESULTS_DIR = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
+L2_FLUSH_BYTES = 256 * 2**20  # rotate over enough input copies to exceed any L2 several times
+
+
+def median_ms(fn: Callable[[Any], Any], inputs: list[Any], warmup: int, runs: int, device: torch.device) -> float:
+    """Median wall time in ms of ``fn(inputs[i % len(inputs)])`` (CUDA events on GPU, perf_counter on CPU)."""
+    for i in range(warmup):
+        fn(inputs[i % len(inputs)])
+    times = []
+    for i in range(runs):
+        arg = inputs[(warmup + i) % len(inputs)]
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn(arg)
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            begin = time.perf_counter()
+            fn(arg)
+            times.append((time.perf_counter() - begin) * 1e3)
+    return statistics.median(times)
+
+
+def rotating(make: Callable[[int], Any], bytes_each: int) -> list[Any]:
+    """Enough distinct inputs (at least 2) that cycling through them overflows the L2 cache."""
+    count = max(2, -(-L2_FLUSH_BYTES // max(bytes_each, 1)))
+    return [make(seed) for seed in range(min(count, 8))]
+
+
+def random_video(seed: int, shape: tuple[int, int, int], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    generator = torch.Generator(device=device).manual_seed(seed)
+    return torch.randn(shape, generator=generator, device=device, dtype=torch.float32).to(dtype)
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, device: torch.device) -> None:
+        self.args = args
+        self.device = device
+        self.dtype = torch.bfloat16
+        self.triton = device.type == "cuda" or args.quick
+        self.rows: list[dict[str, Any]] = []
+
+    def time(self, fn: Callable[[Any], Any], inputs: list[Any]) -> float:
+        return median_ms(fn, inputs, self.args.warmup, self.args.runs, self.device)
+
+    def add(self, size: str, op: str, triton_ms: float | None, torch_ms: float | None, nbytes: int,
+            copy_tbs: float, agreement: dict[str, Any]) -> None:
+        tbs = None if triton_ms is None else nbytes / (triton_ms * 1e-3) / 1e12
+        self.rows.append({
+            "size": size, "op": op, "triton_ms": triton_ms, "torch_ms": torch_ms, "min_bytes": nbytes,
+            "triton_tb_s": tbs, "fraction_of_copy": None if tbs is None else tbs / copy_tbs, **agreement,
+        })
+
+    def run_size(self, name: str, t: int, h: int, w: int, d: int) -> None:
+        n, dtype, device = h * w, self.dtype, self.device
+        item = torch.finfo(dtype).bits // 8
+        video_bytes = t * n * d * item
+        videos = rotating(lambda s: random_video(s, (t, n, d), dtype, device), video_bytes)
+
+        copy_ms = self.time(lambda x: torch.empty_like(x).copy_(x), videos)
+        copy_tbs = 2 * video_bytes / (copy_ms * 1e-3) / 1e12
+        self.add(name, "copy (empty_like().copy_)", None, copy_ms, 2 * video_bytes, copy_tbs, {})
+        self.rows[-1]["copy_tb_s"] = copy_tbs
+
+        flats = [v.reshape(t * n, d) for v in videos]
+        for retention in (0.25, 0.10):
+            k = target_count((t, h, w), retention)
+            generator = torch.Generator(device=device).manual_seed(k)
+            source = torch.randint(0, k, (t * n,), generator=generator, device=device)
+            members, offsets = segment_offsets(source, k)
+            nbytes = (t * n + k) * d * item
+            ref = self.time(lambda x: segment_mean(x, source, k, use_triton=False, validate=False), flats)
+            agree: dict[str, Any] = {}
+            kernel = full = None
+            if self.triton:
+                kernel = self.time(lambda x: segment_mean_csr(x, members, offsets, use_triton=True), flats)
+                full = self.time(lambda x: segment_mean(x, source, k, use_triton=True, validate=False), flats)
+                got = segment_mean(flats[0], source, k, use_triton=True).float()
+                exact = segment_mean(flats[0].double(), source, k, use_triton=False)
+                error = (got - exact).abs().max().item()
+                agree = {"max_abs_err": error, "agree": error <= 1.6e-2 * max(1.0, exact.abs().max().item())}
+            self.add(name, f"segment mean -> {retention:.0%} (CSR given)", kernel, ref, nbytes, copy_tbs, agree)
+            self.add(name, f"segment mean -> {retention:.0%} (incl. sort)", full, None, nbytes, copy_tbs, {})
+
+        cos_bytes = video_bytes + (t - 1) * n * 4
+        ref = self.time(lambda x: aligned_cosine(x, use_triton=False), videos)
+        kernel, agree = None, {}
+        if self.triton:
+            kernel = self.time(lambda x: aligned_cosine(x, use_triton=True), videos)
+            got = aligned_cosine(videos[0], use_triton=True)
+            error = (got - aligned_cosine(videos[0], use_triton=False)).abs().max().item()
+            agree = {"max_abs_err": error, "agree": error <= 1e-4}
+        self.add(name, "aligned cosine (lag 1)", kernel, ref, cos_bytes, copy_tbs, agree)
+
+        ref = self.time(lambda x: aligned_above(x, 0.8, use_triton=False), videos)
+        kernel, agree = None, {}
+        if self.triton:
+            kernel = self.time(lambda x: aligned_above(x, 0.8, use_triton=True), videos)
+            cosine = aligned_cosine(videos[0], use_triton=False)
+            decided = (cosine - 0.8).abs() > 1e-4
+            same = aligned_above(videos[0], 0.8, use_triton=True) == (cosine > 0.8)
+            agree = {"agree": bool(same[decided].all())}
+        self.add(name, "aligned cosine > 0.8 (bool)", kernel, ref, video_bytes + (t - 1) * n, copy_tbs, agree)
+
+        ref = self.time(lambda x: best_match(x, use_triton=False), videos)
+        kernel, agree = None, {}
+        if self.triton:
+            kernel = self.time(lambda x: best_match(x, use_triton=True), videos)
+            got, want = best_match(videos[0], use_triton=True), best_match(videos[0], use_triton=False)
+            error = (got.value - want.value).abs().max().item()
+            agree = {"max_abs_err": error, "index_match": (got.index == want.index).float().mean().item(),
+                     "agree": error <= 1e-4}
+        self.add(name, "best match in previous frame", kernel, ref, video_bytes + (t - 1) * n * 12, copy_tbs, agree)
+
+        budget = max(1, round(0.25 * n))
+        budgets = torch.full((t,), budget, dtype=torch.long, device=device)
+        importance = torch.rand(t, n, device=device)
+        scale = torch.rand(t, n, device=device)
+        greedy_cases = {
+            f"greedy k-center, {budget}/frame":
+                lambda x, u: greedy_kcenter(x, budgets, budget, use_triton=u, validate=False),
+            f"greedy k-center scaled, {budget}/frame":
+                lambda x, u: greedy_kcenter(x, budgets, budget, scale, use_triton=u, validate=False),
+            f"greedy MMR, {budget}/frame":
+                lambda x, u: greedy_mmr(x, importance, budgets, budget, use_triton=u, validate=False),
+        }
+        for op, call in greedy_cases.items():
+            ref = self.time(lambda x: call(x, False), videos)
+            kernel, agree = None, {}
+            if self.triton:
+                kernel = self.time(lambda x: call(x, True), videos)
+                got, want = call(videos[0], True), call(videos[0], False)
+                frames_equal = (got.order == want.order).all(dim=1).float().mean().item()
+                agree = {"frames_identical": frames_equal, "agree": frames_equal == 1.0}
+            self.add(name, op, kernel, ref, video_bytes, copy_tbs, agree)
+
+
+def time_method(name: str, grid: tuple[int, int, int], dim: int, retention: float = 0.25,
+                device: torch.device | None = None, warmup: int = 3, runs: int = 10, **params: Any) -> dict[str, Any]:
+    """Hook for the token-stage methods: median ms of ``get_compressor(name, retention=...)`` on random inputs.
+
+    The input is a :class:`VideoTokens` of random bf16 features ``[T, H*W, dim]`` with ``check_finite=False``,
+    random attention (a softmax over each frame's tokens) and, for methods that need it, a random 16-token query.
+    """
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    t, h, w = grid
+    info = method_info(name)
+    generator = torch.Generator(device=device).manual_seed(0)
+
+    def make(seed: int) -> VideoTokens:
+        features = random_video(seed, (t, h * w, dim), torch.bfloat16, device)
+        attention = torch.softmax(torch.randn(t, h * w, generator=generator, device=device), dim=-1)
+        query = None
+        if info.needs_query:
+            query = torch.randn(16, dim, generator=generator, device=device).to(torch.bfloat16)
+        return VideoTokens(features=features, grid=grid, attention=attention, query=query, check_finite=False)
+
+    compressor = get_compressor(name, retention=retention, **params)
+    inputs = rotating(make, t * h * w * dim * 2)
+    ms = median_ms(compressor, inputs, warmup, runs, device)
+    count = compressor(inputs[0]).features.shape[0]
+    return {"method": name, "grid": list(grid), "dim": dim, "retention": retention, "ms": ms, "tokens_out": count,
+            "target_count": target_count(grid, retention)}
+
+
+def token_methods() -> list[str]:
+    return [m for m in available_methods() if "token" in method_info(m).stages and m not in ("identity", "none")]
+
+
+def fmt(value: float | None, digits: int = 3) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    lines = ["| size | op | Triton ms | PyTorch ms | speed-up | Triton TB/s | % of copy | agrees |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for row in rows:
+        speedup = row["torch_ms"] / row["triton_ms"] if row["triton_ms"] and row["torch_ms"] else None
+        share = None if row["fraction_of_copy"] is None else 100 * row["fraction_of_copy"]
+        agrees = "" if "agree" not in row else ("yes" if row["agree"] else "**NO**")
+        lines.append(f"| {row['size']} | {row['op']} | {fmt(row['triton_ms'])} | {fmt(row['torch_ms'])} | "
+                     f"{fmt(speedup, 1)} | {fmt(row['triton_tb_s'], 2)} | {fmt(share, 0)} | {agrees} |")
+    return "\n".join(lines)
+
+
+def versions() -> dict[str, str]:
+    info = {"python": platform.python_version(), "torch": torch.__version__, "vidcompress": vidcompress.__version__,
+            "cuda": str(torch.version.cuda)}
+    try:
+        import triton
+
+        info["triton"] = triton.__version__
+    except ImportError:
+        info["triton"] = "not installed"
+    return info
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default=",".join(SIZES), help="comma-separated subset of: " + ", ".join(SIZES))
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--methods", default="", help="'all' or comma-separated registered methods to time too")
+    parser.add_argument("--retention", type=float, default=0.25, help="retention for --methods")
+    parser.add_argument("--quick", action="store_true", help="tiny size, few runs: a smoke test (CPU works)")
+    parser.add_argument("--out", type=Path, default=None, help="JSON path (default: benchmarks/results/...)")
+    args = parser.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type != "cuda" and not args.quick:
+        sys.exit("bench_kernels.py needs a CUDA GPU (use --quick with TRITON_INTERPRET=1 for a CPU smoke test)")
+    sizes = QUICK_SIZES if args.quick else {name: SIZES[name] for name in args.sizes.split(",")}
+    if args.quick:
+        args.warmup, args.runs = 1, 3
+
+    bench = Bench(args, device)
+    for name, (t, h, w, d) in sizes.items():
+        bench.run_size(name, t, h, w, d)
+    method_rows = []
+    names = token_methods() if args.methods == "all" else [m for m in args.methods.split(",") if m]
+    for name_, (t, h, w, d) in sizes.items():
+        for method in names:
+            try:
+                row = time_method(method, (t, h, w), d, args.retention, device, args.warmup, args.runs)
+            except Exception as error:  # one failing method must not lose the other timings
+                row = {"method": method, "retention": args.retention, "ms": float("nan"), "tokens_out": None,
+                       "error": f"{type(error).__name__}: {error}"}
+            method_rows.append({"size": name_, **row})
+
+    print(markdown(bench.rows))
+    if method_rows:
+        print("\n| size | method | retention | ms | tokens out |\n| --- | --- | --- | --- | --- |")
+        for row in method_rows:
+            print(f"| {row['size']} | {row['method']} | {row['retention']} | {row['ms']:.3f} | "
+                  f"{row['tokens_out'] if 'error' not in row else row['error']} |")
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or 'unknown'})"
+    now = dt.datetime.now(dt.timezone.utc)
+    record = {"command": " ".join([sys.executable, *sys.argv]), "gpu": gpu, "versions": versions(),
+              "date": now.isoformat(timespec="seconds"), "dtype": "bfloat16", "warmup": args.warmup,
+              "runs": args.runs, "rows": bench.rows, "methods": method_rows}
+    slug = "".join(c if c.isalnum() else "-" for c in gpu.lower()).strip("-")
+    path = args.out or RESULTS_DIR / f"kernels-{slug}-{now:%Y%m%d-%H%M%S}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+"""GPU hot-path kernels (Triton), each with a PyTorch reference path used on CPU and for checking.
+
+Every kernel takes ``use_triton``: ``None`` (default) runs Triton on CUDA tensors when ``triton`` imports and the
+PyTorch path otherwise; ``True`` / ``False`` force a path; ``VIDCOMPRESS_DISABLE_TRITON=1`` forces PyTorch.
+Every kernel writes every element of its output (optionally a caller-supplied ``out``), reads nothing back to the
+host (except the optional ``validate`` checks), and accumulates in float32 whatever the input dtype.
+
+* :mod:`.segment_mean` — merge tokens into ``K`` groups (sorted segment reduction, no atomics).
+* :mod:`.adjacent_similarity` — cosine between frames: position-aligned, thresholded, and best match.
+* :mod:`.greedy` — per-frame greedy k-center and MMR selection, all frames in one launch.
+"""
+
+from ._dispatch import DISABLE_ENV, resolve_use_triton, triton_available
+from .adjacent_similarity import BestMatch, aligned_above, aligned_cosine, best_match
+from .greedy import GreedySelection, frame_cosine, greedy_kcenter, greedy_mmr
+from .segment_mean import segment_mean, segment_mean_csr, segment_offsets
+
+__all__ = [
+    "DISABLE_ENV",
+    "BestMatch",
+    "GreedySelection",
+    "aligned_above",
+    "aligned_cosine",
+    "best_match",
+    "frame_cosine",
+    "greedy_kcenter",
+    "greedy_mmr",
+    "resolve_use_triton",
+    "segment_mean",
+    "segment_mean_csr",
+    "segment_offsets",
+    "triton_available",
+]

@@ -1,0 +1,147 @@
+"""Greedy per-frame selection (k-center / MMR) on a per-frame similarity matrix ``[T, N, N]``.
+
+One program per frame, all frames in one launch. The running score vector (min distance to the selection, or
+max similarity to it) stays in registers; each step is a fused "arg-max over candidates + update from the chosen
+token's row". ``N`` up to a few hundred tokens per frame fits one block.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+__all__ = ["launch_kcenter", "launch_mmr"]
+
+
+@triton.jit
+def _kcenter_kernel(
+    sim_ptr,
+    scale_ptr,
+    budget_ptr,
+    order_ptr,
+    num_tokens,
+    max_budget,
+    HAS_SCALE: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    frame = tl.program_id(0).to(tl.int64)
+    cols = tl.arange(0, BLOCK_N)
+    valid = cols < num_tokens
+    matrix = sim_ptr + frame * num_tokens * num_tokens
+    # seed score: distance of each candidate to its nearest other token (column minimum without the diagonal)
+    nearest = tl.full([BLOCK_N], float("inf"), dtype=tl.float32)
+    for row in range(0, num_tokens):
+        distance = 1.0 - tl.load(matrix + row * num_tokens + cols, mask=valid, other=0.0)
+        nearest = tl.minimum(nearest, tl.where(cols == row, float("inf"), distance))
+    nearest = tl.where(nearest == float("inf"), 0.0, nearest)
+    if HAS_SCALE:
+        scale = tl.load(scale_ptr + frame * num_tokens + cols, mask=valid, other=0.0)
+    min_distance = tl.full([BLOCK_N], float("inf"), dtype=tl.float32)
+    chosen = cols < 0
+    budget = tl.load(budget_ptr + frame)
+    for step in range(0, budget):
+        score = tl.where(step == 0, nearest, min_distance)
+        if HAS_SCALE:
+            score = score * scale
+        score = tl.where(valid & ~chosen, score, float("-inf"))
+        pick = tl.argmax(score, axis=0, tie_break_left=True)
+        tl.store(order_ptr + frame * max_budget + step, pick.to(tl.int64))
+        chosen = chosen | (cols == pick)
+        distance = 1.0 - tl.load(matrix + pick * num_tokens + cols, mask=valid, other=0.0)
+        min_distance = tl.minimum(min_distance, distance)
+    slots = tl.arange(0, BLOCK_K)
+    padding = (slots >= budget) & (slots < max_budget)
+    tl.store(order_ptr + frame * max_budget + slots, tl.full([BLOCK_K], -1, tl.int64), mask=padding)
+
+
+@triton.jit
+def _mmr_kernel(
+    sim_ptr,
+    importance_ptr,
+    budget_ptr,
+    order_ptr,
+    num_tokens,
+    max_budget,
+    importance_weight,
+    similarity_weight,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    frame = tl.program_id(0).to(tl.int64)
+    cols = tl.arange(0, BLOCK_N)
+    valid = cols < num_tokens
+    matrix = sim_ptr + frame * num_tokens * num_tokens
+    importance = tl.load(importance_ptr + frame * num_tokens + cols, mask=valid, other=0.0)
+    weighted_importance = importance_weight * importance
+    max_similarity = tl.full([BLOCK_N], -2.0, dtype=tl.float32)
+    chosen = cols < 0
+    budget = tl.load(budget_ptr + frame)
+    for step in range(0, budget):
+        penalty = similarity_weight * max_similarity
+        score = tl.where(step == 0, importance, weighted_importance - penalty)
+        score = tl.where(valid & ~chosen, score, float("-inf"))
+        pick = tl.argmax(score, axis=0, tie_break_left=True)
+        tl.store(order_ptr + frame * max_budget + step, pick.to(tl.int64))
+        chosen = chosen | (cols == pick)
+        similarity = tl.load(matrix + pick * num_tokens + cols, mask=valid, other=-2.0)
+        max_similarity = tl.maximum(max_similarity, similarity)
+    slots = tl.arange(0, BLOCK_K)
+    padding = (slots >= budget) & (slots < max_budget)
+    tl.store(order_ptr + frame * max_budget + slots, tl.full([BLOCK_K], -1, tl.int64), mask=padding)
+
+
+def _blocks(num_tokens: int, max_budget: int) -> tuple[int, int, int]:
+    block_n = max(16, triton.next_power_of_2(num_tokens))
+    block_k = max(16, triton.next_power_of_2(max_budget))
+    return block_n, block_k, 4 if block_n <= 512 else 8
+
+
+def launch_kcenter(
+    similarity: torch.Tensor, scale: torch.Tensor | None, budgets: torch.Tensor, order: torch.Tensor
+) -> torch.Tensor:
+    """Fill ``order`` ``[T, max_budget]`` int64 (``-1`` padded) from contiguous float32 ``similarity`` ``[T, N, N]``."""
+    frames, num_tokens, _ = similarity.shape
+    max_budget = order.shape[1]
+    if frames == 0 or max_budget == 0:
+        return order
+    block_n, block_k, num_warps = _blocks(num_tokens, max_budget)
+    _kcenter_kernel[(frames,)](
+        similarity,
+        scale if scale is not None else similarity,
+        budgets,
+        order,
+        num_tokens,
+        max_budget,
+        HAS_SCALE=scale is not None,
+        BLOCK_N=block_n,
+        BLOCK_K=block_k,
+        num_warps=num_warps,
+    )
+    return order
+
+
+def launch_mmr(
+    similarity: torch.Tensor, importance: torch.Tensor, budgets: torch.Tensor, mmr_lambda: float, order: torch.Tensor
+) -> torch.Tensor:
+    """Fill ``order`` ``[T, max_budget]`` int64 (``-1`` padded) by MMR on float32 ``similarity`` / ``importance``."""
+    frames, num_tokens, _ = similarity.shape
+    max_budget = order.shape[1]
+    if frames == 0 or max_budget == 0:
+        return order
+    block_n, block_k, num_warps = _blocks(num_tokens, max_budget)
+    _mmr_kernel[(frames,)](
+        similarity,
+        importance,
+        budgets,
+        order,
+        num_tokens,
+        max_budget,
+        float(mmr_lambda),
+        float(1.0 - mmr_lambda),
+        BLOCK_N=block_n,
+        BLOCK_K=block_k,
+        num_warps=num_warps,
+    )
+    return order
