@@ -1,5 +1,5 @@
 """Compression methods. Importing this package registers every method (one module per method or family)."""
 
-from . import identity, random_pruning, uniform
+from . import dycoke, holitom, identity, random_pruning, uniform, vidcom2
 
-__all__ = ["identity", "random_pruning", "uniform"]
+__all__ = ["dycoke", "holitom", "identity", "random_pruning", "uniform", "vidcom2"]
