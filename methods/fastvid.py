@@ -166,7 +166,16 @@ class FastVID(Compressor):
         is_context[context_index] = True
         return weights + torch.where(is_context, w, torch.zeros_like(w))
 
-    def _overlap_rows(self, tokens, out, ids, pool, context_index, rep_of, native_sizes) -> CompressedTokens:
+    def _overlap_rows(
+        self,
+        tokens: VideoTokens,
+        out: CompressedTokens,
+        ids: torch.Tensor,
+        pool: torch.Tensor,
+        context_index: torch.Tensor,
+        rep_of: torch.Tensor,
+        native_sizes: torch.Tensor,
+    ) -> CompressedTokens:
         """Rows of the reference's per-anchor-frame assignment, for context rows the reconcile left unchanged."""
         n = tokens.grid[1] * tokens.grid[2]
         normed = unit(tokens.flat_features)

@@ -10,7 +10,7 @@ import torch
 from vidcompress.assemble import merge_tokens
 from vidcompress.compressor import Compressor
 from vidcompress.ops.dpc_knn import dpc_knn
-from vidcompress.ops.reconcile import group_by_representative, reconcile
+from vidcompress.ops.reconcile import Grouping, group_by_representative, reconcile
 from vidcompress.ops.temporal import (
     adjacent_similarity,
     cuts_with_minimum,
@@ -70,16 +70,16 @@ class FlashVID(Compressor):
     1. Budget per frame ``B``, of which ``A = ceil(B * alpha)`` are ADTS tokens and ``S = B - A`` merged tokens.
     2. DySeg: cosine of adjacent frame-mean features, cut below ``segment_threshold``; with ``complementary_segment``
        the least similar transitions are cut too until there are ``min_segments`` segments.
-    3. ADTS per frame: greedy max-min on ``(1 - cos) * w`` (:func:`calibrated_max_min`), ``w = attention`` (``attn_div``,
-       the Qwen2.5-VL script) or ``attention * <f_j, mean frame of the segment>`` (``attn_div_v2``, LLaVA; default).
+    3. ADTS per frame: greedy max-min on ``(1 - cos) * w`` (:func:`calibrated_max_min`), ``w = attention``
+       (``attn_div``, the Qwen2.5-VL script) or ``attention * <f_j, mean frame of the segment>`` (``attn_div_v2``, LLaVA; default).
     4. TSTM per segment on the other tokens: each picks as parent the most cosine-similar non-ADTS token of the previous
        frame and becomes its child when the similarity is ``> temporal_threshold``; when fewer than ``B * F_seg`` roots
        (ADTS tokens counted) would remain, the threshold becomes the ``(F_seg * N - B * F_seg)``-th largest similarity
        (strict ``>``). A root's value is its tree's sum divided by ``1 +`` its direct children (reference quirk:
        ``tstm_mean="reference"``) or by the tree size (``tstm_mean="subtree"``, the true member mean).
     5. Per frame, when the segment has more than ``S * F_seg`` roots, DPC-kNN over the roots' values with
-       ``ceil(n_f * S * F_seg / roots)`` clusters, ``k = min(clusters, 7)``; a cluster is the plain mean of its roots and
-       takes its centre's position. A merged token takes the position of its root / centre.
+       ``ceil(n_f * S * F_seg / roots)`` clusters, ``k = min(clusters, 7)``; a cluster is the plain mean of its roots
+       and takes its centre's position. A merged token takes the position of its root / centre.
 
     The LLM stage (FastV-style pruning at layer 20) is a separate, later addition, not part of this class.
 
@@ -246,11 +246,14 @@ class FlashVID(Compressor):
         # times (sum of weights / number of roots); 1 exactly for "subtree"
         rows = grouping.group
         weight_sum = torch.zeros(grouping.num_groups, device=device).index_add_(0, rows, weights)
-        roots = torch.zeros(grouping.num_groups, device=device).index_add_(0, rows, (is_root | adts.reshape(-1)).float())
+        counted = (is_root | adts.reshape(-1)).float()
+        roots = torch.zeros(grouping.num_groups, device=device).index_add_(0, rows, counted)
         magnitude = (weight_sum / roots)[rows]
         return self._finish(tokens, grouping, order, count, magnitude)
 
-    def _spatial_merge(self, values: torch.Tensor, is_root: torch.Tensor, ids: torch.Tensor, merged: int) -> torch.Tensor:
+    def _spatial_merge(
+        self, values: torch.Tensor, is_root: torch.Tensor, ids: torch.Tensor, merged: int
+    ) -> torch.Tensor:
         """``[T*N]`` flat index of the cluster centre of every root (itself when its frame is not clustered)."""
         t, n, _ = values.shape
         device = values.device
@@ -272,8 +275,9 @@ class FlashVID(Compressor):
         return centre.reshape(-1)
 
     def _finish(
-        self, tokens: VideoTokens, grouping, order: torch.Tensor, count: int, magnitude: torch.Tensor
+        self, tokens: VideoTokens, grouping: Grouping, order: torch.Tensor, count: int, magnitude: torch.Tensor
     ) -> CompressedTokens:
+        """Reconcile to ``count`` rows (when exact), merge, and apply the reference tree-mean magnitude."""
         t, n, _ = tokens.features.shape
         if self.exact:
             sizes = torch.bincount(grouping.group[grouping.group >= 0], minlength=grouping.num_groups).float()

@@ -56,7 +56,8 @@ def beta_weights(assignment: torch.Tensor, centre: torch.Tensor, beta: float) ->
     others = torch.zeros(rows, n, device=assignment.device)
     others.scatter_add_(1, assignment.clamp(min=0), (member & ~centre).float())
     own_others = others.gather(1, assignment.clamp(min=0))
-    weights = torch.where(centre, torch.where(own_others > 0, torch.full_like(own_others, beta), 1.0), (1 - beta) / own_others.clamp(min=1))
+    centre_weight = torch.where(own_others > 0, torch.full_like(own_others, beta), torch.ones_like(own_others))
+    weights = torch.where(centre, centre_weight, (1 - beta) / own_others.clamp(min=1))
     return weights * member
 
 
@@ -130,13 +131,12 @@ class HoliTom(Compressor):
         windows, removed = static_windows(similarity, self.tau, self.max_window)
         total = t * n
         ratio = min(self.retention / ((total - removed) / total), 1.0) if total > removed else self.retention
-        window_of = torch.cat([torch.full((stop - start,), i, device=device) for i, (start, stop) in enumerate(windows)])
+        window_of = torch.cat(
+            [torch.full((stop - start,), i, device=device) for i, (start, stop) in enumerate(windows)]
+        )
         static = torch.stack(
-            [
-                (similarity[start : stop - 1] > self.tau).all(0) if stop - start > 1 else torch.zeros(n, dtype=torch.bool, device=device)
-                for start, stop in windows
-            ]
-        )  # [windows, N]
+            [(similarity[start : stop - 1] > self.tau).all(0) & (stop - start > 1) for start, stop in windows]
+        )  # [windows, N]; one-frame windows have no static position
         rep_of = torch.full((t, n), -1, dtype=torch.long, device=device)
         weights = torch.zeros(t, n, device=device)
         self._merge_static(tokens, windows, window_of, static, ratio, rep_of, weights)
@@ -159,7 +159,17 @@ class HoliTom(Compressor):
             return (assignment >= 0).float()
         return beta_weights(assignment, centre, self.beta)
 
-    def _merge_static(self, tokens, windows, window_of, static, ratio, rep_of, weights) -> None:
+    def _merge_static(
+        self,
+        tokens: VideoTokens,
+        windows: list[tuple[int, int]],
+        window_of: torch.Tensor,
+        static: torch.Tensor,
+        ratio: float,
+        rep_of: torch.Tensor,
+        weights: torch.Tensor,
+    ) -> None:
+        """Fill ``rep_of`` / ``weights`` ``[T, N]`` for the static tokens: clusters of per-window temporal means."""
         n = static.shape[1]
         units = segment_means(tokens.features, window_of)  # [windows, N, D] temporal means
         clusters = torch.tensor([round(int(s) * ratio) for s in static.sum(1).tolist()], device=static.device)
@@ -172,7 +182,10 @@ class HoliTom(Compressor):
         rep_of.copy_(unit_rep[window_of])
         weights.copy_(unit_weight[window_of] / lengths[window_of][:, None])
 
-    def _select_dynamic(self, tokens, static, ratio, rep_of, weights) -> None:
+    def _select_dynamic(
+        self, tokens: VideoTokens, static: torch.Tensor, ratio: float, rep_of: torch.Tensor, weights: torch.Tensor
+    ) -> None:
+        """Fill ``rep_of`` / ``weights`` for the dynamic tokens: attention top-k, then DPC-kNN contextual clusters."""
         t, n = static.shape
         dynamic = ~static
         budget = torch.tensor([math.ceil(int(d) * ratio) for d in dynamic.sum(1).tolist()], device=static.device)

@@ -123,7 +123,9 @@ class PruneVid(Compressor):
         t, n, _ = tokens.features.shape
         device = tokens.features.device
         bounds = self.segments(tokens)
-        segment_of = torch.cat([torch.full((stop - start,), i, device=device) for i, (start, stop) in enumerate(bounds)])
+        segment_of = torch.cat(
+            [torch.full((stop - start,), i, device=device) for i, (start, stop) in enumerate(bounds)]
+        )
         lengths = torch.bincount(segment_of)
         direction_sums = torch.zeros(len(bounds), n, tokens.features.shape[2], device=device)
         direction_sums.index_add_(0, segment_of, unit(tokens.features))
