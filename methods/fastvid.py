@@ -69,7 +69,8 @@ class FastVID(Compressor):
     a context token always joins itself; ties go to the lower index instead of random noise; positions follow the
     adapter (contiguous on LLaVA-OV, not the reference's gapped 1-D indices).
 
-    Retention: ``retention`` is ``fastvid_retention_ratio`` (per-frame ``int(N * r)``, floored). With ``exact=False``
+    Retention: ``retention`` is ``fastvid_retention_ratio`` (per-frame ``int(N * r)``, floored, but at least one
+    token per frame where the reference would keep none). With ``exact=False``
     that native count is returned; by default it is reconciled to ``target_count`` (methods.md §0.7): missing rows
     come back as dropped / absorbed tokens of highest attention, surplus rows fold smallest first (then by
     attention for salient tokens, density score for context tokens).
@@ -117,7 +118,7 @@ class FastVID(Compressor):
             )
         )
         bounds = segment_bounds(ids)
-        retain = int(n * self.retention)
+        retain = max(1, int(n * self.retention))
         context_per_frame = int(retain * self.context_ratio)
         salient = rank_desc(tokens.attention.float()) < retain - context_per_frame  # [T, N]
         density = density_peaks(tokens.features, self.k, ~salient).score

@@ -71,7 +71,8 @@ class FlashVID(Compressor):
     2. DySeg: cosine of adjacent frame-mean features, cut below ``segment_threshold``; with ``complementary_segment``
        the least similar transitions are cut too until there are ``min_segments`` segments.
     3. ADTS per frame: greedy max-min on ``(1 - cos) * w`` (:func:`calibrated_max_min`), ``w = attention``
-       (``attn_div``, the Qwen2.5-VL script) or ``attention * <f_j, mean frame of the segment>`` (``attn_div_v2``, LLaVA; default).
+       (``attn_div``, the Qwen2.5-VL script) or ``attention * <f_j, mean frame of the segment>`` (``attn_div_v2``,
+       LLaVA; default).
     4. TSTM per segment on the other tokens: each picks as parent the most cosine-similar non-ADTS token of the previous
        frame and becomes its child when the similarity is ``> temporal_threshold``; when fewer than ``B * F_seg`` roots
        (ADTS tokens counted) would remain, the threshold becomes the ``(F_seg * N - B * F_seg)``-th largest similarity

@@ -83,9 +83,11 @@ class HoliTom(Compressor):
     Positions: a static cluster takes the first frame of its window and its centre's ``(h, w)``; dynamic tokens keep
     their own. The inner-LLM similarity merge (layer 18) is a separate, later stage, not part of this class.
 
-    Differences from the reference: output in contract order (the reference puts each window's static tokens first);
-    ties broken by index instead of random noise. ``static_merge="mean"`` replaces the ``beta`` rule by a plain mean of
-    the members (the reference's ``NO_BETA`` switch, which its own default leaves off).
+    Differences from the reference: a window with static positions keeps at least one static cluster (the
+    reference's ``round`` can give none and drop them all, which could leave no token at all); output in contract
+    order (the reference puts each window's static tokens first); ties broken by index instead of random noise.
+    ``static_merge="mean"`` replaces the ``beta`` rule by a plain mean of the members (the reference's ``NO_BETA``
+    switch, which its own default leaves off).
 
     Retention: ``retention`` is HoliTom's ``RETAIN_RATIO`` (before the LLM). The per-window rounding makes the native
     count (``exact=False``) data-dependent; by default it is reconciled to ``target_count`` (methods.md §0.7): surplus
@@ -172,7 +174,9 @@ class HoliTom(Compressor):
         """Fill ``rep_of`` / ``weights`` ``[T, N]`` for the static tokens: clusters of per-window temporal means."""
         n = static.shape[1]
         units = segment_means(tokens.features, window_of)  # [windows, N, D] temporal means
-        clusters = torch.tensor([round(int(s) * ratio) for s in static.sum(1).tolist()], device=static.device)
+        clusters = torch.tensor(
+            [max(1, round(s * ratio)) if s else 0 for s in static.sum(1).tolist()], device=static.device
+        )
         valid = static & (clusters[:, None] > 0)
         centre, assignment = dpc_knn(units, clusters, clusters.clamp(min=1, max=self.k), valid)
         unit_weight = self._merge_weights(assignment, centre)

@@ -69,9 +69,9 @@ class PruneVid(Compressor):
     2. In a segment a position is static when the mean pairwise cosine of its tokens across the segment's frames
        (off-diagonal) is ``> tau``; static positions are averaged over the segment.
     3. The static tokens of a segment, and the dynamic tokens of each frame, are clustered by DPC-kNN (``k``) into
-       ``int(n * ratio)`` clusters when there are more than ``min_cluster_tokens`` of them (else kept as they are);
-       a cluster becomes the plain mean of its members and takes its centre's position (a static cluster: the
-       segment's first frame and the centre's ``(h, w)``).
+       ``int(n * ratio)`` clusters (at least one) when there are more than ``min_cluster_tokens`` of them (else
+       kept as they are); a cluster becomes the plain mean of its members and takes its centre's position (a static
+       cluster: the segment's first frame and the centre's ``(h, w)``).
 
     The LLM stage (question-driven pruning at layer 10 with the KV cut) is a separate, later stage.
 
@@ -116,7 +116,7 @@ class PruneVid(Compressor):
         return contiguous_segments(assignment[0].tolist())
 
     def _cluster_counts(self, sizes: torch.Tensor, ratio: float) -> torch.Tensor:
-        reduced = torch.floor(sizes.double() * ratio).long()
+        reduced = torch.floor(sizes.double() * ratio).long().clamp(min=1)
         return torch.where(sizes > self.min_cluster_tokens, reduced, sizes)
 
     def compress(self, tokens: VideoTokens, count: int) -> CompressedTokens:
