@@ -10,8 +10,14 @@ from vidcompress.assemble import merge_tokens
 from vidcompress.compressor import Compressor
 from vidcompress.ops.dpc_knn import density_peaks, rank_desc
 from vidcompress.ops.reconcile import group_by_representative, group_priority, reconcile, release_candidates
-from vidcompress.ops.temporal import adjacent_similarity, cuts_with_minimum, frame_means, segment_bounds, segment_ids
-from vidcompress.ops.temporal import unit
+from vidcompress.ops.temporal import (
+    adjacent_similarity,
+    cuts_with_minimum,
+    frame_means,
+    segment_bounds,
+    segment_ids,
+    unit,
+)
 from vidcompress.registry import register_compressor
 from vidcompress.tokens import CompressedTokens, VideoTokens
 

@@ -372,3 +372,42 @@ def test_end_to_end(tiny_models, model_name, name):
     answer = vlm.ask(frames, "what happens in the video ?", num_frames=8, max_new_tokens=3)
     assert answer.stats["visual_tokens_out"] == target_count(tuple(answer.stats["grid"]), 0.25)
     assert answer.stats["method"] == name
+
+
+# -- property tests -------------------------------------------------------------------------------------------------
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    name=st.sampled_from(sorted(METHODS)),
+    t=st.integers(1, 5),
+    h=st.integers(1, 3),
+    w=st.integers(1, 4),
+    retention=st.floats(0.05, 0.95),
+    seed=st.integers(0, 1000),
+    repeat=st.booleans(),
+)
+def test_property_exact_count_and_contract(name, t, h, w, retention, seed, repeat):
+    tokens = make_tokens(t=t, h=h, w=w, d=5, seed=seed)
+    if repeat:  # repeated frames exercise the merging paths
+        tokens = VideoTokens(features=tokens.features[:1].expand(t, -1, -1).clone(), grid=tokens.grid,
+                             attention=tokens.attention)
+    out = get_compressor(name, retention=retention, **METHODS[name])(tokens)
+    out.validate(tokens)
+    assert out.num_tokens == target_count(tokens.grid, retention)
+
+
+@settings(max_examples=15, deadline=None)
+@given(n=st.integers(2, 12), clusters=st.integers(1, 12), k=st.integers(1, 8), seed=st.integers(0, 1000))
+def test_property_dpc_knn_joins_the_nearest_centre(n, clusters, k, seed):
+    clusters = min(clusters, n)
+    x = torch.randn(1, n, 3, generator=torch.Generator().manual_seed(seed))
+    centre, assignment = dpc_knn(x, clusters, k)
+    assert int(centre.sum()) == clusters
+    centres = torch.nonzero(centre[0]).squeeze(1)
+    assert torch.equal(assignment[0, centres], centres)
+    distances = torch.cdist(x[0], x[0])
+    chosen = distances[torch.arange(n), assignment[0]]
+    torch.testing.assert_close(chosen, distances[:, centres].min(1).values)
