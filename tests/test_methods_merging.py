@@ -411,3 +411,25 @@ def test_property_dpc_knn_joins_the_nearest_centre(n, clusters, k, seed):
     distances = torch.cdist(x[0], x[0])
     chosen = distances[torch.arange(n), assignment[0]]
     torch.testing.assert_close(chosen, distances[:, centres].min(1).values)
+
+
+def test_fastvid_context_rows_follow_the_dtm_rule():
+    # one segment of 8 frames: anchor frames 3 and 7 (every 4th from the end) hold the context tokens
+    tokens = make_tokens(t=8, h=2, w=5, seed=4)
+    params = {"retention": 0.5, "min_segments": 1, "segment_threshold": -1.0, "exact": False}
+    exclusive = get_compressor("fastvid", dtm_assignment="exclusive", **params)(tokens)
+    reference = get_compressor("fastvid", **params)(tokens)
+    assert torch.equal(exclusive.source, reference.source)
+    flat = tokens.flat_features
+    contexts = 0
+    for row, members in enumerate(members_of(exclusive)):
+        rep = int(exclusive.representatives[row])
+        if len(members) > 1:
+            contexts += 1
+            assert rep // 10 in (3, 7)
+            w = max(1 / (len(members) + 1), 0.6)
+            expected = w * flat[rep] + (1 - w) * flat[members].mean(0)
+            torch.testing.assert_close(exclusive.features[row], expected, rtol=1e-5, atol=1e-5)
+    assert contexts > 0
+    # the reference assigns every token once per anchor frame, so its context rows differ
+    assert not torch.allclose(exclusive.features, reference.features)
