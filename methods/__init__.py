@@ -1,5 +1,37 @@
 """Compression methods. Importing this package registers every method (one module per method or family)."""
 
-from . import divprune, fastv, flashvlm, identity, keyframe, mmr, random_pruning, uniform, visionzip
+from . import (
+    divprune,
+    dycoke,
+    fastv,
+    fastvid,
+    flashvid,
+    flashvlm,
+    holitom,
+    identity,
+    keyframe,
+    mmr,
+    prunevid,
+    random_pruning,
+    uniform,
+    vidcom2,
+    visionzip,
+)
 
-__all__ = ["divprune", "fastv", "flashvlm", "identity", "keyframe", "mmr", "random_pruning", "uniform", "visionzip"]
+__all__ = [
+    "divprune",
+    "dycoke",
+    "fastv",
+    "fastvid",
+    "flashvid",
+    "flashvlm",
+    "holitom",
+    "identity",
+    "keyframe",
+    "mmr",
+    "prunevid",
+    "random_pruning",
+    "uniform",
+    "vidcom2",
+    "visionzip",
+]

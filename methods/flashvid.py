@@ -1,0 +1,301 @@
+"""``flashvid``: FlashVID token stage (DySeg, ADTS selection, tree-based spatio-temporal merging, DPC-kNN merge)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+
+from vidcompress.assemble import merge_tokens
+from vidcompress.compressor import Compressor
+from vidcompress.ops.dpc_knn import dpc_knn
+from vidcompress.ops.reconcile import Grouping, group_by_representative, reconcile
+from vidcompress.ops.temporal import (
+    adjacent_similarity,
+    cuts_with_minimum,
+    frame_means,
+    segment_bounds,
+    segment_ids,
+    segment_means,
+    unit,
+)
+from vidcompress.registry import register_compressor
+from vidcompress.tokens import CompressedTokens, VideoTokens, check_retention
+
+TOKEN_SELECTIONS = ("attn_div", "attn_div_v2")
+TSTM_MEANS = ("reference", "subtree")
+
+
+def calibrated_max_min(features: torch.Tensor, weight: torch.Tensor, count: int) -> torch.Tensor:
+    """ADTS greedy selection, batched over frames: ``[T, N]`` selection order (``count`` and above: not selected).
+
+    With ``D_ij = 1 - cos(f_i, f_j)`` and the column weight ``w_j``, the first token is
+    ``argmax_j min_{i != j} D_ij * w_j`` and each next one ``argmax_j min_{i in S} D_ij * w_j`` over unselected ``j``.
+    For ``w_j < 0`` the minimum of the products is ``w_j`` times the maximum distance, so a running minimum and
+    maximum of the distances to the selected set are enough. Ties go to the lower index.
+    """
+    t, n, _ = features.shape
+    normed = unit(features)
+    distance = 1.0 - normed @ normed.transpose(1, 2)  # [T, N, N], symmetric
+    eye = torch.eye(n, dtype=torch.bool, device=features.device)
+    nearest = distance.masked_fill(eye, float("inf")).min(1).values
+    farthest = distance.masked_fill(eye, float("-inf")).max(1).values
+    order = torch.full((t, n), n, dtype=torch.long, device=features.device)
+    chosen = torch.zeros(t, n, dtype=torch.bool, device=features.device)
+    frames = torch.arange(t, device=features.device)
+    for step in range(count):
+        value = torch.where(weight >= 0, weight * nearest, weight * farthest).nan_to_num(nan=0.0)
+        pick = value.masked_fill(chosen, float("-inf")).argmax(1)
+        chosen[frames, pick] = True
+        order[frames, pick] = step
+        row = distance[frames, pick]  # [T, N] distances to the new token
+        if step == 0:
+            nearest, farthest = row, row
+        else:
+            nearest, farthest = torch.minimum(nearest, row), torch.maximum(farthest, row)
+    return order
+
+
+@register_compressor(
+    "flashvid",
+    needs_attention=True,
+    paper="FlashVID: Efficient Video Large Language Models via Training-free Tree-based Spatiotemporal Token Merging "
+    "(ICLR 2026, arXiv 2602.08024)",
+    reference="Fanziyang-v/FlashVID",
+)
+class FlashVID(Compressor):
+    """FlashVID token stage: ADTS-selected tokens plus tree-merged spatio-temporal tokens (``flashvid/utils.py``).
+
+    1. Budget per frame ``B``, of which ``A = ceil(B * alpha)`` are ADTS tokens and ``S = B - A`` merged tokens.
+    2. DySeg: cosine of adjacent frame-mean features, cut below ``segment_threshold``; with ``complementary_segment``
+       the least similar transitions are cut too until there are ``min_segments`` segments.
+    3. ADTS per frame: greedy max-min on ``(1 - cos) * w`` (:func:`calibrated_max_min`), ``w = attention``
+       (``attn_div``, the Qwen2.5-VL script) or ``attention * <f_j, mean frame of the segment>`` (``attn_div_v2``,
+       LLaVA; default).
+    4. TSTM per segment on the other tokens: each picks as parent the most cosine-similar non-ADTS token of the previous
+       frame and becomes its child when the similarity is ``> temporal_threshold``; when fewer than ``B * F_seg`` roots
+       (ADTS tokens counted) would remain, the threshold becomes the ``(F_seg * N - B * F_seg)``-th largest similarity
+       (strict ``>``). A root's value is its tree's sum divided by ``1 +`` its direct children (reference quirk:
+       ``tstm_mean="reference"``) or by the tree size (``tstm_mean="subtree"``, the true member mean).
+    5. Per frame, when the segment has more than ``S * F_seg`` roots, DPC-kNN over the roots' values with
+       ``ceil(n_f * S * F_seg / roots)`` clusters, ``k = min(clusters, 7)``; a cluster is the plain mean of its roots
+       and takes its centre's position. A merged token takes the position of its root / centre.
+
+    The LLM stage (FastV-style pruning at layer 20) is a separate, later addition, not part of this class.
+
+    Retention: FlashVID's ``retention_ratio`` is layer-averaged over the LLM; the LLM input holds
+    ``retention_ratio * expansion`` of the visual tokens (FlashVID "10 %" = 12.5 % at the input). Give either our
+    ``retention`` (then ``retention_ratio = retention / expansion``) or the paper's ``retention_ratio`` (then
+    ``retention = retention_ratio * expansion``). Native budget (``exact=False``): ``B = ceil(N * retention_ratio *
+    expansion)``, with a data-dependent count (at least ``B * T``). By default ``B = ceil(target_count / T)`` and the
+    surplus is reconciled (methods.md §0.7): the smallest merged rows fold into the most similar row of their frame;
+    ADTS tokens fold last, latest-selected first.
+
+    Differences from the reference: in a one-frame segment the reference clusters all ``N`` tokens, ADTS tokens
+    included (so a token can be output twice); here the ADTS tokens are left out of that clustering. Ties are broken
+    by index. With ``tstm_mean="reference"`` a merged row is the reference's value, not a weighted mean of its
+    ``source`` members (it is ``sum / direct children``); ``"subtree"`` gives exact member means. Model defaults
+    differ in the reference scripts: LLaVA ``attn_div_v2`` / 8 segments (defaults here), Qwen2.5-VL ``attn_div`` / 4.
+    """
+
+    def __init__(
+        self,
+        retention: float | None = None,
+        *,
+        exact: bool = True,
+        retention_ratio: float | None = None,
+        expansion: float = 1.25,
+        alpha: float = 0.7,
+        segment_threshold: float = 0.9,
+        min_segments: int = 8,
+        complementary_segment: bool = True,
+        temporal_threshold: float = 0.8,
+        token_selection: str = "attn_div_v2",
+        tstm_mean: str = "reference",
+    ) -> None:
+        if not expansion > 0:
+            raise ValueError(f"expansion must be positive, got {expansion!r}")
+        retention, retention_ratio = self._resolve_retention(retention, retention_ratio, float(expansion))
+        super().__init__(retention, exact=exact)
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must lie in [0, 1], got {alpha!r}")
+        if int(min_segments) < 1:
+            raise ValueError(f"min_segments must be >= 1, got {min_segments!r}")
+        if not -1.0 < temporal_threshold < 1.0:
+            raise ValueError(f"temporal_threshold must lie in (-1, 1), got {temporal_threshold!r}")
+        if token_selection not in TOKEN_SELECTIONS:
+            raise ValueError(f"token_selection must be one of {TOKEN_SELECTIONS}, got {token_selection!r}")
+        if tstm_mean not in TSTM_MEANS:
+            raise ValueError(f"tstm_mean must be one of {TSTM_MEANS}, got {tstm_mean!r}")
+        self.retention_ratio = retention_ratio
+        self.expansion = float(expansion)
+        self.alpha = float(alpha)
+        self.segment_threshold = float(segment_threshold)
+        self.min_segments = int(min_segments)
+        self.complementary_segment = bool(complementary_segment)
+        self.temporal_threshold = float(temporal_threshold)
+        self.token_selection = token_selection
+        self.tstm_mean = tstm_mean
+
+    @staticmethod
+    def _resolve_retention(retention: float | None, ratio: float | None, expansion: float) -> tuple[float, float]:
+        if ratio is None:
+            retention = 1.0 if retention is None else check_retention(retention)
+            return retention, retention / expansion
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not ratio > 0:
+            raise ValueError(f"retention_ratio must be a positive number, got {ratio!r}")
+        implied = ratio * expansion
+        if implied > 1.0 + 1e-9:
+            raise ValueError(
+                f"retention_ratio {ratio} x expansion {expansion} = {implied:.4g} exceeds 1 (all tokens at the input)"
+            )
+        if retention is not None and abs(check_retention(retention) - implied) > 1e-9:
+            raise ValueError(
+                f"retention {retention} and retention_ratio {ratio} disagree: retention = retention_ratio x expansion"
+                f" = {implied:.4g}; give one of them"
+            )
+        return min(implied, 1.0), float(ratio)
+
+    # -- stages ---------------------------------------------------------------------------------------------------
+    def segments(self, tokens: VideoTokens) -> torch.Tensor:
+        """``[T]`` segment id of every frame (DySeg)."""
+        similarity = adjacent_similarity(frame_means(tokens.features))
+        minimum = self.min_segments if self.complementary_segment else 1
+        return segment_ids(cuts_with_minimum(similarity, self.segment_threshold, minimum))
+
+    def selection_weight(self, tokens: VideoTokens, ids: torch.Tensor) -> torch.Tensor:
+        """``[T, N]`` ADTS column weight (the reference's constant factor 1e6 does not change the choice)."""
+        assert tokens.attention is not None
+        weight = tokens.attention.float()
+        if self.token_selection == "attn_div_v2":
+            segment_centre = segment_means(frame_means(tokens.features), ids)[ids]  # [T, D]
+            weight = weight * torch.einsum("tnd,td->tn", tokens.features.float(), segment_centre)
+        return weight
+
+    def _budget(self, tokens: VideoTokens, count: int) -> tuple[int, int]:
+        t, n, _ = tokens.features.shape
+        per_frame = math.ceil(count / t) if self.exact else math.ceil(n * self.retention_ratio * self.expansion)
+        per_frame = min(per_frame, n)
+        selected = math.ceil(per_frame * self.alpha)
+        return selected, per_frame - selected
+
+    def _parents(self, tokens: VideoTokens, adts: torch.Tensor, ids: torch.Tensor, budget: int) -> torch.Tensor:
+        """``[T, N]`` flat index of each token's TSTM parent (itself for roots and ADTS tokens)."""
+        t, n, _ = tokens.features.shape
+        device = tokens.features.device
+        normed = unit(tokens.features)
+        similarity = torch.einsum("tnd,tmd->tnm", normed[1:], normed[:-1])  # child frame t+1, parent frame t
+        blocked = adts[1:, :, None] | adts[:-1, None, :] | (ids[1:] != ids[:-1])[:, None, None]
+        best, parent = similarity.masked_fill(blocked, -1.0).max(-1)
+        best = torch.cat([torch.full((1, n), -1.0, device=device), best])  # frame 0 has no parent
+        parent = torch.cat([torch.zeros(1, n, dtype=torch.long, device=device), parent])
+        child = torch.zeros(t, n, dtype=torch.bool, device=device)
+        for start, stop in segment_bounds(ids):
+            frames = stop - start
+            child[start:stop] = self._children(best[start:stop], frames * n - frames * budget)
+        flat = torch.arange(t * n, device=device).reshape(t, n)
+        previous = (torch.arange(t, device=device)[:, None] - 1).clamp(min=0) * n
+        return torch.where(child, previous + parent, flat)
+
+    def _children(self, best: torch.Tensor, most: int) -> torch.Tensor:
+        """Children of one segment: similarity ``> temporal_threshold``, or the lower-bound guard's threshold."""
+        child = best > self.temporal_threshold
+        if int(child.sum()) <= most:
+            return child
+        if most <= 0:
+            return torch.zeros_like(child)
+        soft = float(torch.topk(best.reshape(-1), most).values[-1])
+        return best > max(soft, -1.0 + 1e-6)
+
+    def compress(self, tokens: VideoTokens, count: int) -> CompressedTokens:
+        t, n, _ = tokens.features.shape
+        device = tokens.features.device
+        ids = self.segments(tokens)
+        selected, merged = self._budget(tokens, count)
+        order = calibrated_max_min(tokens.features, self.selection_weight(tokens, ids), selected)
+        adts = order < selected
+        flat_features = tokens.flat_features.float()
+        flat = torch.arange(t * n, device=device)
+        if merged == 0:  # the reference then drops every other token
+            rep_of = torch.where(adts.reshape(-1), flat, torch.full_like(flat, -1))
+            grouping = group_by_representative(rep_of)
+            return self._finish(tokens, grouping, order, count, torch.ones(t * n, device=device))
+
+        parent = self._parents(tokens, adts, ids, selected + merged).reshape(-1)
+        root = parent.clone()
+        for _ in range(t):
+            nxt = parent[root]
+            if torch.equal(nxt, root):
+                break
+            root = nxt
+        is_root = (parent == flat) & ~adts.reshape(-1)
+        other = ~adts.reshape(-1)
+        if self.tstm_mean == "reference":
+            direct = torch.bincount(parent[other & ~is_root], minlength=t * n).float()
+            divisor = 1.0 + direct
+        else:
+            divisor = torch.bincount(root[other], minlength=t * n).float()
+        sums = torch.zeros_like(flat_features).index_add_(0, root[other], flat_features[other])
+        values = (sums / divisor.clamp(min=1)[:, None]).reshape(t, n, -1)
+
+        centre_of = self._spatial_merge(values, is_root.reshape(t, n), ids, merged)
+        rep_of = torch.where(adts.reshape(-1), flat, centre_of[root])
+        weights = torch.where(adts.reshape(-1), 1.0, 1.0 / divisor[root].clamp(min=1))
+        grouping = group_by_representative(rep_of, weights)
+        # reference quirk: a row is (1 / roots) * sum over roots of tree_sum / divisor, i.e. the weighted member mean
+        # times (sum of weights / number of roots); 1 exactly for "subtree"
+        rows = grouping.group
+        weight_sum = torch.zeros(grouping.num_groups, device=device).index_add_(0, rows, weights)
+        counted = (is_root | adts.reshape(-1)).float()
+        roots = torch.zeros(grouping.num_groups, device=device).index_add_(0, rows, counted)
+        magnitude = (weight_sum / roots)[rows]
+        return self._finish(tokens, grouping, order, count, magnitude)
+
+    def _spatial_merge(
+        self, values: torch.Tensor, is_root: torch.Tensor, ids: torch.Tensor, merged: int
+    ) -> torch.Tensor:
+        """``[T*N]`` flat index of the cluster centre of every root (itself when its frame is not clustered)."""
+        t, n, _ = values.shape
+        device = values.device
+        roots_per_frame = is_root.sum(1)
+        roots_per_segment = torch.zeros(int(ids.max()) + 1, dtype=torch.long, device=device).index_add_(
+            0, ids, roots_per_frame
+        )
+        lengths = torch.bincount(ids)
+        clusters = []
+        for frame, (roots, segment) in enumerate(zip(roots_per_frame.tolist(), ids.tolist())):
+            ratio = merged * int(lengths[segment]) / max(int(roots_per_segment[segment]), 1)
+            clusters.append(math.ceil(roots * ratio) if ratio < 1.0 else roots)
+        clusters = torch.tensor(clusters, device=device)
+        cluster_frames = clusters < roots_per_frame
+        valid = is_root & cluster_frames[:, None]
+        _, assignment = dpc_knn(values, torch.where(cluster_frames, clusters, 0), clusters.clamp(min=1, max=7), valid)
+        flat = torch.arange(t * n, device=device).reshape(t, n)
+        centre = torch.where(valid, flat[:, :1] + assignment, flat)
+        return centre.reshape(-1)
+
+    def _finish(
+        self, tokens: VideoTokens, grouping: Grouping, order: torch.Tensor, count: int, magnitude: torch.Tensor
+    ) -> CompressedTokens:
+        """Reconcile to ``count`` rows (when exact), merge, and apply the reference tree-mean magnitude."""
+        t, n, _ = tokens.features.shape
+        if self.exact:
+            sizes = torch.bincount(grouping.group[grouping.group >= 0], minlength=grouping.num_groups).float()
+            selection = order.reshape(-1)[grouping.representative]
+            is_selected = selection < n
+            # merged rows fold first, smallest first; ADTS rows last, latest-selected first
+            priority = torch.where(is_selected, float(t * n) + (n - selection).float(), sizes)
+            grouping = reconcile(
+                grouping, tokens.flat_features, n, count, priority, torch.empty(0, dtype=torch.long)
+            )
+        out = merge_tokens(tokens, grouping.group, grouping.representative, grouping.weights)
+        if self.tstm_mean == "subtree":
+            return out
+        member = out.source >= 0
+        row = out.source.clamp(min=0)
+        weights = grouping.weights * member
+        scale = torch.zeros(out.num_tokens, device=row.device).index_add_(0, row, weights * magnitude)
+        scale = scale / torch.zeros(out.num_tokens, device=row.device).index_add_(0, row, weights)
+        features = (out.features.float() * scale[:, None]).to(out.features.dtype)
+        return dataclasses.replace(out, features=features)

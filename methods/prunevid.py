@@ -1,0 +1,161 @@
+"""``prunevid``: PruneVid token stage (temporal segments, static/dynamic split, DPC-kNN merging)."""
+
+from __future__ import annotations
+
+import torch
+
+from vidcompress.assemble import merge_tokens
+from vidcompress.compressor import Compressor
+from vidcompress.ops.dpc_knn import dpc_knn
+from vidcompress.ops.reconcile import group_by_representative, group_priority, reconcile, release_candidates
+from vidcompress.ops.temporal import frame_means, segment_means, unit
+from vidcompress.registry import register_compressor
+from vidcompress.tokens import CompressedTokens, VideoTokens
+
+
+def contiguous_segments(labels: list[int]) -> list[tuple[int, int]]:
+    """Turn per-frame cluster labels into contiguous segments ``[(start, stop), ...]`` (PruneVid's refinement).
+
+    Each cluster keeps its longest run of consecutive frames (the first on ties); its other runs, and every run of a
+    cluster whose longest run is one frame, join the neighbouring run that is longer (the left one on ties), one at
+    a time from the left, until every run is the only, and longer than one frame, run of its label (or one run is
+    left).
+    """
+    runs: list[list[int]] = []  # [label, length]
+    for label in labels:
+        if runs and runs[-1][0] == label:
+            runs[-1][1] += 1
+        else:
+            runs.append([label, 1])
+    while len(runs) > 1:
+        longest: dict[int, int] = {}
+        for index, (label, length) in enumerate(runs):
+            if label not in longest or length > runs[longest[label]][1]:
+                longest[label] = index
+        orphans = [i for i, (label, length) in enumerate(runs) if longest[label] != i or length == 1]
+        if not orphans:
+            break
+        i = orphans[0]
+        left = runs[i - 1] if i > 0 else None
+        right = runs[i + 1] if i + 1 < len(runs) else None
+        neighbour = left if right is None or (left is not None and left[1] >= right[1]) else right
+        runs[i][0] = neighbour[0]
+        merged: list[list[int]] = []
+        for label, length in runs:
+            if merged and merged[-1][0] == label:
+                merged[-1][1] += length
+            else:
+                merged.append([label, length])
+        runs = merged
+    bounds, start = [], 0
+    for _, length in runs:
+        bounds.append((start, start + length))
+        start += length
+    return bounds
+
+
+@register_compressor(
+    "prunevid",
+    paper="PruneVid: Visual Token Pruning for Efficient Video Large Language Models (ACL 2025, arXiv 2412.16117)",
+    reference="Visual-AI/PruneVid",
+)
+class PruneVid(Compressor):
+    """PruneVid token stage: contiguous temporal segments, static positions averaged over time, DPC-kNN merging.
+
+    Follows ``models/pllava/modeling_pllava.py`` (PLLaVA; no LLaVA-OV / Qwen code was released):
+
+    1. DPC-kNN (``k``) on the frame-mean features with ``max(1, int(T * temporal_segment_ratio))`` clusters, refined
+       into contiguous segments (:func:`contiguous_segments`).
+    2. In a segment a position is static when the mean pairwise cosine of its tokens across the segment's frames
+       (off-diagonal) is ``> tau``; static positions are averaged over the segment.
+    3. The static tokens of a segment, and the dynamic tokens of each frame, are clustered by DPC-kNN (``k``) into
+       ``int(n * ratio)`` clusters (at least one) when there are more than ``min_cluster_tokens`` of them (else
+       kept as they are); a cluster becomes the plain mean of its members and takes its centre's position (a static
+       cluster: the segment's first frame and the centre's ``(h, w)``).
+
+    The LLM stage (question-driven pruning at layer 10 with the KV cut) is a separate, later stage.
+
+    Retention: PruneVid reports a realised, data-dependent count ("17 %"). ``ratio`` is ``cluster_ratio`` when given
+    (the paper's 0.5), else ``min(1, retention * T * N / tokens_after_averaging)``. By default the native count is
+    reconciled to ``target_count`` (methods.md §0.7): the smallest clusters fold into their most similar neighbour of
+    the same frame; missing rows come back as members taken out of their cluster. ``exact=False`` returns the native
+    count. Differences: contract order (the reference puts static tokens first per segment); index tie-breaks.
+    """
+
+    def __init__(
+        self,
+        retention: float = 1.0,
+        *,
+        exact: bool = True,
+        tau: float = 0.8,
+        temporal_segment_ratio: float = 0.25,
+        cluster_ratio: float | None = None,
+        k: int = 7,
+        min_cluster_tokens: int = 14,
+    ) -> None:
+        super().__init__(retention, exact=exact)
+        if not -1.0 <= tau <= 1.0:
+            raise ValueError(f"tau must lie in [-1, 1], got {tau!r}")
+        if not 0.0 < temporal_segment_ratio <= 1.0:
+            raise ValueError(f"temporal_segment_ratio must lie in (0, 1], got {temporal_segment_ratio!r}")
+        if cluster_ratio is not None and not 0.0 < cluster_ratio <= 1.0:
+            raise ValueError(f"cluster_ratio must lie in (0, 1] or be None, got {cluster_ratio!r}")
+        if int(k) < 1 or int(min_cluster_tokens) < 0:
+            raise ValueError(f"k must be >= 1 and min_cluster_tokens >= 0, got {k!r}, {min_cluster_tokens!r}")
+        self.tau = float(tau)
+        self.temporal_segment_ratio = float(temporal_segment_ratio)
+        self.cluster_ratio = None if cluster_ratio is None else float(cluster_ratio)
+        self.k = int(k)
+        self.min_cluster_tokens = int(min_cluster_tokens)
+
+    def segments(self, tokens: VideoTokens) -> list[tuple[int, int]]:
+        """Contiguous temporal segments ``[(start, stop), ...]``."""
+        t = tokens.grid[0]
+        clusters = max(1, int(t * self.temporal_segment_ratio))
+        _, assignment = dpc_knn(frame_means(tokens.features)[None], clusters, self.k)
+        return contiguous_segments(assignment[0].tolist())
+
+    def _cluster_counts(self, sizes: torch.Tensor, ratio: float) -> torch.Tensor:
+        reduced = torch.floor(sizes.double() * ratio).long().clamp(min=1)
+        return torch.where(sizes > self.min_cluster_tokens, reduced, sizes)
+
+    def compress(self, tokens: VideoTokens, count: int) -> CompressedTokens:
+        t, n, _ = tokens.features.shape
+        device = tokens.features.device
+        bounds = self.segments(tokens)
+        segment_of = torch.cat(
+            [torch.full((stop - start,), i, device=device) for i, (start, stop) in enumerate(bounds)]
+        )
+        lengths = torch.bincount(segment_of)
+        direction_sums = torch.zeros(len(bounds), n, tokens.features.shape[2], device=device)
+        direction_sums.index_add_(0, segment_of, unit(tokens.features))
+        pairs = (lengths * (lengths - 1)).float()[:, None]
+        mean_cosine = (direction_sums.square().sum(-1) - lengths[:, None]) / pairs.clamp(min=1)
+        static = (mean_cosine > self.tau) & (lengths[:, None] > 1)  # [segments, N]
+        dynamic = ~static[segment_of]  # [T, N]
+        units = int(static.sum()) + int(dynamic.sum())
+        ratio = self.cluster_ratio if self.cluster_ratio is not None else min(1.0, count / units)
+
+        rep_of = torch.full((t, n), -1, dtype=torch.long, device=device)
+        centre, assignment = dpc_knn(
+            segment_means(tokens.features, segment_of), self._cluster_counts(static.sum(1), ratio), self.k, static
+        )
+        starts = torch.tensor([start for start, _ in bounds], device=device)
+        static_rep = torch.where(assignment >= 0, starts[:, None] * n + assignment, torch.full_like(assignment, -1))
+        rep_of.copy_(static_rep[segment_of])
+        centre, assignment = dpc_knn(tokens.features, self._cluster_counts(dynamic.sum(1), ratio), self.k, dynamic)
+        first = torch.arange(t, device=device)[:, None] * n
+        rep_of = torch.where(assignment >= 0, first + assignment, rep_of)
+
+        grouping = group_by_representative(rep_of.reshape(-1))
+        if self.exact:
+            order = torch.zeros(t * n, device=device)
+            grouping = reconcile(
+                grouping,
+                tokens.flat_features,
+                n,
+                count,
+                group_priority(grouping, order),
+                release_candidates(grouping, order),
+            )
+        return merge_tokens(tokens, grouping.group, grouping.representative, grouping.weights)

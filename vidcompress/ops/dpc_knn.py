@@ -1,0 +1,121 @@
+"""Density-peak clustering with k nearest neighbours (DPC-kNN), batched over rows (frames, windows).
+
+Used by FlashVID, HoliTom, FastVID and PruneVid (methods.md §0.5). For ``n`` tokens of width ``D`` in a row:
+
+1. ``d_ij = ||x_i - x_j|| / sqrt(D)``;
+2. density ``rho_i = exp(-mean_{j in kNN(i)} d_ij^2)``, the ``k`` nearest including the token itself;
+3. ``delta_i = min d_ij`` over tokens ``j`` of higher density; the densest token takes the row's largest distance;
+4. ``score_i = rho_i * delta_i``; the ``C`` best scores are the cluster centres;
+5. every token joins its nearest centre; a centre always joins itself.
+
+The references break density ties with unseeded noise of scale 1e-6; here a tie is broken by index (the lower
+index counts as denser, and ranks first among equal scores), so the result is deterministic. Rows have their own
+number of valid tokens, clusters and neighbours, so one ``cdist`` serves a whole batch of frames.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["DensityPeaks", "pairwise_distances", "density_peaks", "rank_desc", "dpc_knn"]
+
+
+def _per_row(value: int | torch.Tensor, rows: int, device: torch.device) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value.to(device=device, dtype=torch.long).reshape(rows)
+    return torch.full((rows,), int(value), dtype=torch.long, device=device)
+
+
+def pairwise_distances(x: torch.Tensor) -> torch.Tensor:
+    """``[B, n, n]`` float32 Euclidean distances divided by ``sqrt(D)`` (one batched ``cdist``)."""
+    x = x.float()
+    return torch.cdist(x, x) / math.sqrt(x.shape[-1])
+
+
+@dataclass(frozen=True)
+class DensityPeaks:
+    """Per-token density statistics of a batch of rows: ``[B, n]`` each; invalid tokens hold ``0`` / ``-inf``."""
+
+    distances: torch.Tensor  # [B, n, n] float32
+    density: torch.Tensor  # rho
+    score: torch.Tensor  # rho * delta, -inf for invalid tokens
+
+
+def density_peaks(x: torch.Tensor, k: int | torch.Tensor, valid: torch.Tensor | None = None) -> DensityPeaks:
+    """Density ``rho`` and centre score ``rho * delta`` of every token of ``x`` ``[B, n, D]``.
+
+    Args:
+        x: features, any float dtype (computed in float32).
+        k: neighbours for the density (the token itself included), an int or one per row; clipped to the number of
+            valid tokens of the row.
+        valid: optional ``[B, n]`` bool mask of the tokens that take part; the others are ignored.
+    """
+    rows, n, _ = x.shape
+    device = x.device
+    valid = torch.ones(rows, n, dtype=torch.bool, device=device) if valid is None else valid.to(device)
+    k = _per_row(k, rows, device)
+    if bool((k < 1).any()):
+        raise ValueError(f"DPC-kNN needs k >= 1 neighbours, got {k.tolist()}")
+    pair_valid = valid[:, :, None] & valid[:, None, :]
+    distances = pairwise_distances(x)
+    knn_dist = distances.masked_fill(~pair_valid, float("inf"))
+    k_max = int(min(int(k.max()), n))
+    nearest = torch.topk(knn_dist, k_max, dim=-1, largest=False).values  # [B, n, k_max]
+    k_row = torch.minimum(k, valid.sum(-1).clamp(min=1))
+    use = (torch.arange(k_max, device=device)[None, None, :] < k_row[:, None, None]) & torch.isfinite(nearest)
+    mean_sq = torch.where(use, nearest.square(), torch.zeros_like(nearest)).sum(-1) / use.sum(-1).clamp(min=1)
+    density = torch.where(valid, torch.exp(-mean_sq), torch.zeros_like(mean_sq))
+    # j is denser than i: higher density, or equal density and a lower index (the deterministic tie-break)
+    index = torch.arange(n, device=device)
+    denser = (density[:, None, :] > density[:, :, None]) | (
+        (density[:, None, :] == density[:, :, None]) & (index[None, None, :] < index[None, :, None])
+    )
+    denser &= pair_valid
+    row_max = distances.masked_fill(~pair_valid, 0.0).flatten(1).max(-1).values  # [B]
+    delta = distances.masked_fill(~denser, float("inf")).min(-1).values
+    delta = torch.where(torch.isinf(delta), row_max[:, None].expand_as(delta), delta)
+    score = torch.where(valid, density * delta, torch.full_like(delta, float("-inf")))
+    return DensityPeaks(distances=distances, density=density, score=score)
+
+
+def rank_desc(score: torch.Tensor) -> torch.Tensor:
+    """``[B, n]`` rank of each entry in descending order of ``score``, ties broken by the lower index first."""
+    order = torch.sort(score, dim=-1, descending=True, stable=True).indices
+    rank = torch.empty_like(order)
+    rank.scatter_(-1, order, torch.arange(score.shape[-1], device=score.device).expand_as(order).contiguous())
+    return rank
+
+
+def dpc_knn(
+    x: torch.Tensor,
+    num_clusters: int | torch.Tensor,
+    k: int | torch.Tensor,
+    valid: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cluster each row of ``x`` ``[B, n, D]`` into ``num_clusters`` (int or one per row) density-peak clusters.
+
+    Returns:
+        ``(centre, assignment)``: ``centre`` ``[B, n]`` bool marks the cluster centres; ``assignment`` ``[B, n]`` long
+        holds the in-row index of the centre each token joined (``-1`` for invalid tokens and rows without
+        clusters). Ties in the nearest centre go to the lowest centre index.
+    """
+    rows, n, _ = x.shape
+    device = x.device
+    valid = torch.ones(rows, n, dtype=torch.bool, device=device) if valid is None else valid.to(device)
+    clusters = _per_row(num_clusters, rows, device)
+    if bool((clusters > valid.sum(-1)).any()) or bool((clusters < 0).any()):
+        raise ValueError(
+            f"DPC-kNN cluster counts {clusters.tolist()} must lie in [0, valid tokens {valid.sum(-1).tolist()}]"
+        )
+    peaks = density_peaks(x, k, valid)
+    centre = (rank_desc(peaks.score) < clusters[:, None]) & valid
+    to_centre = peaks.distances.masked_fill(~centre[:, None, :], float("inf"))
+    assignment = to_centre.argmin(-1)
+    index = torch.arange(n, device=device).expand(rows, n)
+    assignment = torch.where(centre, index, assignment)
+    has_centre = centre.any(-1, keepdim=True)
+    assignment = torch.where(valid & has_centre, assignment, torch.full_like(assignment, -1))
+    return centre, assignment

@@ -1,0 +1,141 @@
+"""Exact-count reconcile (methods.md §0.7): bring a method's native grouping to exactly ``count`` output rows.
+
+A method describes its native output as a :class:`Grouping` (the group of every input token, each group's
+representative, member weights) plus a priority per group and an ordered list of tokens that may come back as
+singletons. Then
+
+* too many groups: the lowest-priority groups are folded, all at once, into the most similar remaining group of the
+  same frame (any frame when their own frame has none left); a fold is a member-count-weighted mean of the two rows;
+* too few groups: the first candidates (dropped tokens, or members taken out of their group) become singletons.
+
+The result goes to :func:`vidcompress.assemble.merge_tokens`, which fixes order, ``source`` and positions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .temporal import smallest_first, unit
+
+__all__ = ["Grouping", "group_by_representative", "release_candidates", "group_priority", "reconcile"]
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """A method's grouping of the ``M = T*N`` input tokens.
+
+    Args:
+        group: ``[M]`` long group of every token, ``-1`` for dropped tokens; groups are ``0 .. G-1``.
+        representative: ``[G]`` long flat index whose position each group carries (a member of the group).
+        weights: ``[M]`` float32 member weights of the (weighted) mean.
+    """
+
+    group: torch.Tensor
+    representative: torch.Tensor
+    weights: torch.Tensor
+
+    @property
+    def num_groups(self) -> int:
+        return int(self.representative.shape[0])
+
+
+def group_by_representative(rep_of: torch.Tensor, weights: torch.Tensor | None = None) -> Grouping:
+    """Grouping from ``rep_of`` ``[M]``: the flat index of each token's representative, ``-1`` when dropped.
+
+    Groups are numbered in order of their representatives; ``weights`` default to 1 (plain means).
+    """
+    member = rep_of >= 0
+    reps = torch.unique(rep_of[member])  # sorted
+    group = torch.where(member, torch.searchsorted(reps, rep_of.clamp(min=0)), torch.full_like(rep_of, -1))
+    weights = torch.ones(rep_of.shape[0], device=rep_of.device) if weights is None else weights.float()
+    return Grouping(group=group, representative=reps, weights=weights)
+
+
+def release_candidates(grouping: Grouping, score: torch.Tensor) -> torch.Tensor:
+    """Tokens that may come back as singletons, best first: dropped tokens, then non-representative members, each by
+    descending ``score`` ``[M]`` (ties: lower index first)."""
+    is_rep = torch.zeros_like(grouping.group, dtype=torch.bool)
+    is_rep[grouping.representative] = True
+    order = torch.sort(score.float(), descending=True, stable=True).indices
+    order = order[~is_rep[order]]
+    dropped_first = torch.sort((grouping.group[order] >= 0).long(), stable=True).indices
+    return order[dropped_first]
+
+
+def group_priority(grouping: Grouping, score: torch.Tensor) -> torch.Tensor:
+    """``[G]`` priority: the number of members, ties broken by the representative's ``score`` (higher = keep)."""
+    member = grouping.group >= 0
+    sizes = torch.zeros(grouping.num_groups, device=score.device).index_add_(
+        0, grouping.group.clamp(min=0), member.float()
+    )
+    rank = torch.argsort(torch.argsort(score.float()[grouping.representative], stable=True), stable=True)
+    return sizes + rank.float() / (grouping.num_groups + 1)
+
+
+def _fold(grouping: Grouping, features: torch.Tensor, frame_size: int, priority: torch.Tensor, excess: int) -> Grouping:
+    group, reps = grouping.group, grouping.representative
+    num_groups = grouping.num_groups
+    device = group.device
+    member = group >= 0
+    safe = group.clamp(min=0)
+    sizes = torch.zeros(num_groups, device=device).index_add_(0, safe, member.float())
+    totals = torch.zeros(num_groups, device=device).index_add_(0, safe, grouping.weights * member)
+    # member-count weighting, so that folding two rows averages them by their number of members
+    weights = grouping.weights * (sizes / totals.clamp(min=1e-30))[safe] * member
+    sums = torch.zeros(num_groups, features.shape[1], device=device)
+    sums.index_add_(0, safe, features.float() * weights[:, None])
+    means = unit(sums / sizes.clamp(min=1)[:, None])
+    # lowest priority folds first; ties: the group with the lower representative folds first
+    by_rep = torch.argsort(reps)
+    fold = by_rep[smallest_first(priority[by_rep])[:excess]]
+    keep_mask = torch.ones(num_groups, dtype=torch.bool, device=device)
+    keep_mask[fold] = False
+    keep = torch.nonzero(keep_mask).squeeze(1)
+    frame = reps // frame_size
+    affinity = means[fold] @ means[keep].T + 2.0 * (frame[fold][:, None] == frame[keep][None, :])
+    target = keep[affinity.argmax(-1)]
+    mapping = torch.arange(num_groups, device=device)
+    mapping[fold] = target
+    renumber = torch.full((num_groups,), -1, dtype=torch.long, device=device)
+    renumber[keep] = torch.arange(keep.shape[0], device=device)
+    new_group = torch.where(member, renumber[mapping[safe]], torch.full_like(group, -1))
+    return Grouping(group=new_group, representative=reps[keep], weights=weights)
+
+
+def _add_singletons(grouping: Grouping, candidates: torch.Tensor, missing: int) -> Grouping:
+    if candidates.shape[0] < missing:
+        raise RuntimeError(f"exact-count reconcile needs {missing} more tokens, only {candidates.shape[0]} available")
+    chosen = candidates[:missing]
+    group, weights = grouping.group.clone(), grouping.weights.clone()
+    group[chosen] = grouping.num_groups + torch.arange(missing, device=group.device)
+    weights[chosen] = 1.0
+    return Grouping(group=group, representative=torch.cat([grouping.representative, chosen]), weights=weights)
+
+
+def reconcile(
+    grouping: Grouping,
+    features: torch.Tensor,
+    frame_size: int,
+    count: int,
+    priority: torch.Tensor,
+    candidates: torch.Tensor,
+) -> Grouping:
+    """Return ``grouping`` changed to exactly ``count`` groups (unchanged when it already has ``count``).
+
+    Args:
+        grouping: the native grouping.
+        features: ``[M, D]`` input features (the similarity of two groups is the cosine of their means).
+        frame_size: ``N`` tokens per frame (a group's frame is its representative's).
+        count: the exact number of groups wanted.
+        priority: ``[G]`` float, higher = more important; the lowest fold first.
+        candidates: ``[C]`` long flat indices, best first, of tokens that may become singletons; none of them may be a
+            representative.
+    """
+    excess = grouping.num_groups - count
+    if excess > 0:
+        return _fold(grouping, features, frame_size, priority.float(), excess)
+    if excess < 0:
+        return _add_singletons(grouping, candidates, -excess)
+    return grouping

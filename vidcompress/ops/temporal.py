@@ -1,0 +1,89 @@
+"""Temporal building blocks: frame similarities, segmentation into runs of frames, segment statistics.
+
+All similarities are cosines computed in float32 whatever the input dtype. A segmentation is held as ``[T]`` long
+segment ids (``0 .. S-1``, non-decreasing) or as the ``[T-1]`` bool "cut after frame t" mask it comes from.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "unit",
+    "frame_means",
+    "adjacent_similarity",
+    "aligned_similarity",
+    "cuts_with_minimum",
+    "segment_ids",
+    "segment_bounds",
+    "segment_means",
+    "smallest_first",
+]
+
+
+def unit(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32, L2-normalised along the last dimension."""
+    return F.normalize(x.float(), dim=-1)
+
+
+def frame_means(features: torch.Tensor) -> torch.Tensor:
+    """``[T, D]`` float32 mean token of every frame of ``features`` ``[T, N, D]``."""
+    return features.float().mean(1)
+
+
+def adjacent_similarity(frame_features: torch.Tensor) -> torch.Tensor:
+    """``[T-1]`` cosine similarity between consecutive rows of ``frame_features`` ``[T, D]``."""
+    normed = unit(frame_features)
+    return (normed[:-1] * normed[1:]).sum(-1)
+
+
+def aligned_similarity(features: torch.Tensor) -> torch.Tensor:
+    """``[T-1, N]`` cosine similarity of the same position ``n`` in frames ``t`` and ``t+1``."""
+    normed = unit(features)
+    return (normed[:-1] * normed[1:]).sum(-1)
+
+
+def smallest_first(values: torch.Tensor) -> torch.Tensor:
+    """Indices that sort a 1-D tensor ascending, ties broken by the lower index."""
+    return torch.sort(values, stable=True).indices
+
+
+def cuts_with_minimum(similarity: torch.Tensor, threshold: float, min_segments: int) -> torch.Tensor:
+    """Cut wherever ``similarity < threshold``, then at the least similar remaining transitions up to ``min_segments``.
+
+    Returns the ``[T-1]`` bool mask of cuts. With ``T`` frames there are at most ``T`` segments; this equals the union
+    of "every transition below the threshold" and "the ``min_segments - 1`` least similar transitions" (FlashVID's
+    complementary segmentation, FastVID's DySeg).
+    """
+    cuts = similarity < threshold
+    missing = min(min_segments - 1, similarity.shape[0]) - int(cuts.sum())
+    if missing > 0:
+        order = smallest_first(similarity.masked_fill(cuts, float("inf")))
+        cuts = cuts.clone()
+        cuts[order[:missing]] = True
+    return cuts
+
+
+def segment_ids(cuts: torch.Tensor) -> torch.Tensor:
+    """``[T]`` segment id of every frame from the ``[T-1]`` cut mask."""
+    return torch.cat([cuts.new_zeros(1, dtype=torch.long), cuts.long().cumsum(0)])
+
+
+def segment_bounds(ids: torch.Tensor) -> list[tuple[int, int]]:
+    """``[(start, stop), ...]`` frame ranges (stop exclusive) of the segments of ``ids``."""
+    lengths = torch.bincount(ids.cpu()).tolist()
+    bounds, start = [], 0
+    for length in lengths:
+        bounds.append((start, start + length))
+        start += length
+    return bounds
+
+
+def segment_means(values: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """``[S, ...]`` float32 mean of the rows of ``values`` ``[T, ...]`` in each segment."""
+    count = int(ids.max()) + 1
+    sums = torch.zeros((count, *values.shape[1:]), dtype=torch.float32, device=values.device)
+    sums.index_add_(0, ids, values.float())
+    sizes = torch.bincount(ids, minlength=count).to(sums.dtype)
+    return sums / sizes.reshape(-1, *([1] * (values.ndim - 1)))
