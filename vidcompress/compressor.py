@@ -4,7 +4,9 @@ A compressor may act at three points of the pipeline (``design.md``):
 
 * ``frame`` — before the vision encoder: choose frames (and sizes) to encode;
 * ``token`` — between the encoder and the LLM: prune / merge / select visual tokens (the common case);
-* ``llm`` — inside the decoder at a layer ``K``.
+* ``llm`` — inside the decoder at a layer ``K``;
+* ``positions`` — a modifier of another method's token-stage output (PPE's multi-position embedding). A method with
+  this stage may also have a token stage of its own, used when it is not chained after another token-stage method.
 
 Token-stage methods subclass :class:`Compressor` and implement :meth:`Compressor.compress`; the base class does the
 contract work once for all: retention validation, the exact count, identity at ``retention=1.0``.
@@ -23,7 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Compressor", "Pipeline", "STAGES"]
 
-STAGES = ("frame", "token", "llm", "decode")
+STAGES = ("frame", "token", "positions", "llm", "decode")
 
 
 class Compressor:
@@ -93,6 +95,11 @@ class Compressor:
         """Decide at layer ``llm_layer`` which positions survive. LLM-stage methods override this."""
         raise NotImplementedError(f"{type(self).__name__} has no LLM stage")
 
+    # -- positions stage ------------------------------------------------------------------------------------------
+    def modify_positions(self, tokens: VideoTokens, out: CompressedTokens) -> CompressedTokens:
+        """Rewrite another method's output (e.g. attach ``position_sets``). Positions-stage methods override this."""
+        raise NotImplementedError(f"{type(self).__name__} has no positions stage")
+
     def params(self) -> dict[str, object]:
         """The parameters this instance was built with (for logs and result tables)."""
         return {key: getattr(self, key) for key in self.info.defaults}
@@ -106,7 +113,8 @@ class Pipeline:
     """Stages of several registered methods chained into one compressor, e.g. ``"keyframe+flashvid"``.
 
     Each stage is provided by at most one member; the token stage of the chain is the member that has one (identity
-    when none has). The pipeline needs attention / the question when any member does.
+    when none has). A positions-stage member (PPE) yields its own token stage to another member that has one and
+    rewrites that member's output instead. The pipeline needs attention / the question when any member does.
     """
 
     def __init__(self, members: list[Compressor]) -> None:
@@ -114,8 +122,11 @@ class Pipeline:
             raise ValueError("a pipeline chains at least two methods")
         self.members = members
         self.by_stage: dict[str, Compressor] = {}
+        plain_token_stages = [m for m in members if "token" in m.stages and "positions" not in m.stages]
         for member in members:
             for stage in member.stages:
+                if stage == "token" and "positions" in member.stages and plain_token_stages:
+                    continue  # the modifier leaves the token stage to the other method
                 if stage in self.by_stage:
                     raise ValueError(
                         f"{self.by_stage[stage].name!r} and {member.name!r} both provide a {stage} stage; "
@@ -150,7 +161,11 @@ class Pipeline:
 
     def __call__(self, tokens: VideoTokens) -> CompressedTokens:
         token_stage = self.by_stage.get("token")
-        return token_stage(tokens) if token_stage is not None else identity(tokens)
+        out = token_stage(tokens) if token_stage is not None else identity(tokens)
+        modifier = self.by_stage.get("positions")
+        if modifier is not None and modifier is not token_stage:
+            out = modifier.modify_positions(tokens, out)
+        return out
 
     def __repr__(self) -> str:
         return f"Pipeline({self.members!r})"

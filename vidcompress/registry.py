@@ -84,7 +84,7 @@ def register_compressor(
 
     Args:
         name: registry key (lower-case, no ``+``).
-        stages: pipeline stages the method acts in, from ``("frame", "token", "llm", "decode")``.
+        stages: pipeline stages the method acts in, from ``("frame", "token", "positions", "llm", "decode")``.
         needs_attention: the token stage reads ``VideoTokens.attention`` (vision-encoder attention received).
         needs_query: the method reads the question (``VideoTokens.query`` or the question text).
         paper: the paper the method comes from (title, venue / arXiv id).
@@ -178,7 +178,8 @@ def get_compressor(name: str, **params: Any) -> Compressor | Pipeline:
             routed[target][param] = value
             continue
         takers = [info.name for info in infos if key in info.defaults]
-        token_stage = [info.name for info in infos if "token" in info.stages]
+        token_stage = [info.name for info in infos if "token" in info.stages and "positions" not in info.stages]
+        token_stage = token_stage or [info.name for info in infos if "token" in info.stages]
         if key in ("retention", "exact") and token_stage:
             takers = token_stage[:1]
         if not takers:
