@@ -1,4 +1,4 @@
-"""``dycoke``: DyCoke's temporal token merging (TTM) token stage."""
+"""``dycoke``: DyCoke's temporal token merging (TTM) token stage (the decode-time KV pruning is not provided)."""
 
 from __future__ import annotations
 
@@ -50,9 +50,11 @@ class DyCoke(Compressor):
     Ties go to the lower index.
 
     Not provided: the paper's decode-time dynamic KV-cache pruning (``dycoke_l`` / ``dycoke_p``). At every decoding
-    step it re-scores the visual tokens from the attention at layer ``L - 1`` of that step and gathers the KV cache of
-    layers ``>= L``; the project's LLM-stage mechanism decides once at prefill, and no hook-only decode stage checked
-    against a reference is implemented yet.
+    step it re-scores the visual tokens by the current token's attention at layer ``L - 1`` and attends, in layers
+    ``>= L``, to the cached keys of the top ``1 - P`` visual tokens only (it stores the full cache, so it saves no
+    memory). Hooks could express it (mask the dropped keys per step), but the LLM-stage mechanism decides once at
+    prefill and the adapter's ``generate`` installs no per-step ("decode") stage; adding one touches the adapter and
+    the public API, which this method does not do. The registry therefore lists the token stage only.
     """
 
     def __init__(
