@@ -25,7 +25,8 @@ def layer_inputs(hidden: torch.Tensor, visual: list[bool], attention: list[float
 def test_flashvid_llm_stage_keeps_ceil_of_the_ratio_by_last_token_attention():
     visual = [False] + [True] * 7 + [False]
     attention = [0.3, 0.01, 0.2, 0.02, 0.15, 0.03, 0.09, 0.05, 0.2]
-    decision = get_compressor("flashvid", retention=0.5).reduce_in_llm(layer_inputs(torch.zeros(9, 4), visual, attention))
+    inputs = layer_inputs(torch.zeros(9, 4), visual, attention)
+    decision = get_compressor("flashvid", retention=0.5).reduce_in_llm(inputs)
     # ceil(7 * 0.3) = 3 (FastV's round would keep 2): attention 0.2 (pos 2), 0.15 (pos 4), 0.09 (pos 6)
     assert decision.keep.tolist() == [[0, 2, 4, 6, 8]]
     assert decision.hidden_states is None
@@ -187,15 +188,15 @@ def test_flashvid_llm_stage_equals_layerwise_reference(family, batch):
 
 # -- end to end ---------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    "name, params, kept",
+    "name, switch, kept",
     [
-        ("flashvid", {"llm_layer": 1}, lambda v: math.ceil(v * 0.3)),
-        ("holitom", {"llm_merge": True, "llm_layer": 1}, lambda v: round(v * 0.5)),
+        ("flashvid", "llm_stage", lambda v: math.ceil(v * 0.3)),
+        ("holitom", "llm_merge", lambda v: round(v * 0.5)),
     ],
 )
-def test_end_to_end_with_llm_stage(tiny, frames, name, params, kept):
+def test_end_to_end_with_llm_stage(tiny, frames, name, switch, kept):
     _, model, processor = tiny
-    vlm = vidcompress.wrap(model, method=name, retention=0.25, processor=processor, **params)
+    vlm = vidcompress.wrap(model, method=name, retention=0.25, processor=processor, llm_layer=1, **{switch: True})
     stats = vlm.ask(frames, QUESTION, num_frames=8, max_new_tokens=3).stats
     out = stats["visual_tokens_out"]
     assert out == target_count(tuple(stats["grid"]), 0.25)
@@ -203,6 +204,5 @@ def test_end_to_end_with_llm_stage(tiny, frames, name, params, kept):
     # 2 layers: layer 0 sees every visual token at the LLM input, layer 1 the survivors
     averaged = (out + kept(out)) / 2 / stats["visual_tokens_in"]
     assert stats["llm_stage"]["layer_averaged_retention"] == pytest.approx(averaged)
-    off = vidcompress.wrap(model, method=name, retention=0.25, processor=processor, **{**params, "llm_stage": False}
-                           if name == "flashvid" else {**params, "llm_merge": False})
+    off = vidcompress.wrap(model, method=name, retention=0.25, processor=processor, llm_layer=1, **{switch: False})
     assert off.ask(frames, QUESTION, num_frames=8, max_new_tokens=3).stats["llm_stage"] is None
