@@ -1,4 +1,4 @@
-"""``dycoke``: DyCoke's temporal token merging (TTM) token stage."""
+"""``dycoke``: DyCoke's temporal token merging (TTM) token stage (the decode-time KV pruning is not provided)."""
 
 from __future__ import annotations
 
@@ -37,14 +37,24 @@ class DyCoke(Compressor):
 
     Token stage of DyCoke (``llava_arch.py: dycole_ttm``): despite the name "merging", nothing is averaged. With the
     reference schedule (:func:`reference_frames`) frames ``4j`` (and frame ``T - 2``) stay whole and every other frame
-    keeps ``int((1 - prune_ratio) * N)`` tokens; ``prune_ratio`` is the paper's ``K`` (default 0.7). The paper's
-    decode-time KV-cache pruning (``dycoke_l`` / ``dycoke_p``) is a separate, later stage and is not part of this class.
+    keeps ``int((1 - prune_ratio) * N)`` tokens; ``prune_ratio`` is the paper's ``K`` (default 0.7).
 
     Retention: the native count is ``F_whole * N + (T - F_whole) * int((1 - K) * N)`` (``exact=False``). By default
-    the whole frames stay whole and the remaining budget ``target_count - F_whole * N`` is split evenly over the pruned
-    frames, each keeping its least similar tokens. Below the floor ``F_whole * N`` (9/32 = 28 % at 32 frames) a
-    ``ValueError`` names it, unless ``prune_anchor_frames=True`` (our extension): then the budget is split over all
-    frames and a whole frame keeps its tokens least similar to its own mean token. Ties go to the lower index.
+    (``exact=True``) the count is ``target_count`` at any retention. At or above the floor ``F_whole * N`` (9/32 =
+    28 % at 32 frames) the whole frames stay whole and the remaining budget ``target_count - F_whole * N`` is split
+    evenly over the pruned frames, each keeping its least similar tokens. Below the floor the pruned frames keep
+    nothing and the anchor frames are reconciled as a pure pruner (methods.md §0.7): the budget is split evenly over
+    them and each drops its lowest-priority tokens, those most similar to the frame's own mean token (the least
+    distinctive). ``prune_anchor_frames=True`` (our extension) instead splits the budget over all frames whenever it
+    is below the floor, every frame keeping its least similar tokens (an anchor frame: least similar to its mean).
+    Ties go to the lower index.
+
+    Not provided: the paper's decode-time dynamic KV-cache pruning (``dycoke_l`` / ``dycoke_p``). At every decoding
+    step it re-scores the visual tokens by the current token's attention at layer ``L - 1`` and attends, in layers
+    ``>= L``, to the cached keys of the top ``1 - P`` visual tokens only (it stores the full cache, so it saves no
+    memory). Hooks could express it (mask the dropped keys per step), but the LLM-stage mechanism decides once at
+    prefill and the adapter's ``generate`` installs no per-step ("decode") stage; adding one touches the adapter and
+    the public API, which this method does not do. The registry therefore lists the token stage only.
     """
 
     def __init__(
@@ -82,19 +92,19 @@ class DyCoke(Compressor):
         return select_tokens(tokens, torch.nonzero(keep.reshape(-1)).squeeze(1))
 
     def _budgets(self, t: int, n: int, whole: list[int], pruned: list[int], count: int) -> list[int]:
+        """Tokens kept per frame."""
         if not self.exact:
             native = int((1.0 - self.prune_ratio) * n)
             return [n if frame in whole else native for frame in range(t)]
         floor = len(whole) * n
         if count < floor:
-            if not self.prune_anchor_frames:
-                raise ValueError(
-                    f"dycoke keeps {len(whole)} of {t} frames whole, so it cannot keep fewer than {floor} tokens "
-                    f"({floor / (t * n):.1%}); retention {self.retention} asks for {count}. "
-                    "Pass prune_anchor_frames=True to prune those frames too."
-                )
-            return frame_budgets(t, count)
+            frames = list(range(t)) if self.prune_anchor_frames else whole
+            budgets = [0] * t
+            for frame, budget in zip(frames, frame_budgets(len(frames), count)):
+                budgets[frame] = budget
+            return budgets
         budgets = [n] * t
-        for frame, budget in zip(pruned, frame_budgets(len(pruned), count - floor)):
-            budgets[frame] = budget
+        if pruned:
+            for frame, budget in zip(pruned, frame_budgets(len(pruned), count - floor)):
+                budgets[frame] = budget
         return budgets

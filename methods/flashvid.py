@@ -1,4 +1,5 @@
-"""``flashvid``: FlashVID token stage (DySeg, ADTS selection, tree-based spatio-temporal merging, DPC-kNN merge)."""
+"""``flashvid``: FlashVID (DySeg, ADTS selection, tree-based spatio-temporal merging, DPC-kNN merge, and the
+FastV-style pruning inside the LLM)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch
 
 from vidcompress.assemble import merge_tokens
 from vidcompress.compressor import Compressor
+from vidcompress.llm_stage import LayerInputs, LayerReduction, keep_top_visual
 from vidcompress.ops.dpc_knn import dpc_knn
 from vidcompress.ops.reconcile import Grouping, group_by_representative, reconcile
 from vidcompress.ops.temporal import (
@@ -59,13 +61,16 @@ def calibrated_max_min(features: torch.Tensor, weight: torch.Tensor, count: int)
 
 @register_compressor(
     "flashvid",
+    stages=("token", "llm"),
     needs_attention=True,
     paper="FlashVID: Efficient Video Large Language Models via Training-free Tree-based Spatiotemporal Token Merging "
     "(ICLR 2026, arXiv 2602.08024)",
     reference="Fanziyang-v/FlashVID",
 )
 class FlashVID(Compressor):
-    """FlashVID token stage: ADTS-selected tokens plus tree-merged spatio-temporal tokens (``flashvid/utils.py``).
+    """FlashVID: ADTS-selected tokens plus tree-merged spatio-temporal tokens, then FastV-style pruning in the LLM.
+
+    Token stage (``flashvid/utils.py: flashvid_compression``):
 
     1. Budget per frame ``B``, of which ``A = ceil(B * alpha)`` are ADTS tokens and ``S = B - A`` merged tokens.
     2. DySeg: cosine of adjacent frame-mean features, cut below ``segment_threshold``; with ``complementary_segment``
@@ -82,10 +87,22 @@ class FlashVID(Compressor):
        ``ceil(n_f * S * F_seg / roots)`` clusters, ``k = min(clusters, 7)``; a cluster is the plain mean of its roots
        and takes its centre's position. A merged token takes the position of its root / centre.
 
-    The LLM stage (FastV-style pruning at layer 20) is a separate, later addition, not part of this class.
+    LLM stage (``fastv_prune``; on by default, as in the reference; ``llm_stage=False`` turns it off): at decoder
+    layer ``llm_layer`` (the reference's ``pruning_layer``, 20) the ``ceil(L_v * llm_retention_ratio)`` (0.3) visual
+    tokens that the last prompt token attends to most at layer ``llm_layer - 1`` (mean over heads, softmax over all
+    keys) survive, with their original positions; layers below keep every token. The model must have more than
+    ``llm_layer`` decoder layers, else generation raises a ``ValueError`` naming both numbers (the built-in tiny
+    models have 2 layers: pass ``llm_layer=1``). Differences: the score is recomputed for the last query row in a
+    hook, so other layers keep their fast attention kernel; ties go to the earlier position (the reference's
+    ``topk`` order is unspecified); batches are supported when every row holds the same number of visual tokens.
 
     Retention: FlashVID's ``retention_ratio`` is layer-averaged over the LLM; the LLM input holds
-    ``retention_ratio * expansion`` of the visual tokens (FlashVID "10 %" = 12.5 % at the input). Give either our
+    ``retention_ratio * expansion`` of the visual tokens. With ``L`` decoder layers the layer average is
+    ``retention_ratio * expansion * (llm_layer + (L - llm_layer) * llm_retention_ratio) / L``, which equals
+    ``retention_ratio`` for the defaults on a 28-layer LLM (``1.25 * (20 + 8 * 0.3) / 28 = 1``): FlashVID "10 %" =
+    12.5 % at the LLM input and 3.75 % after layer 20 (``answer.stats["llm_stage"]["layer_averaged_retention"]``
+    reports the realised average). ``expansion`` is the mapping's only link to the LLM stage: with ``llm_stage=False``
+    or another model depth the "10 %" label no longer holds, while ``retention`` keeps its meaning. Give either our
     ``retention`` (then ``retention_ratio = retention / expansion``) or the paper's ``retention_ratio`` (then
     ``retention = retention_ratio * expansion``). Native budget (``exact=False``): ``B = ceil(N * retention_ratio *
     expansion)``, with a data-dependent count (at least ``B * T``). By default ``B = ceil(target_count / T)`` and the
@@ -98,6 +115,8 @@ class FlashVID(Compressor):
     ``source`` members (it is ``sum / direct children``); ``"subtree"`` gives exact member means. Model defaults
     differ in the reference scripts: LLaVA ``attn_div_v2`` / 8 segments (defaults here), Qwen2.5-VL ``attn_div`` / 4.
     """
+
+    llm_attention_query = "last"
 
     def __init__(
         self,
@@ -113,6 +132,9 @@ class FlashVID(Compressor):
         temporal_threshold: float = 0.8,
         token_selection: str = "attn_div_v2",
         tstm_mean: str = "reference",
+        llm_stage: bool = True,
+        llm_layer: int = 20,
+        llm_retention_ratio: float = 0.3,
     ) -> None:
         if not expansion > 0:
             raise ValueError(f"expansion must be positive, got {expansion!r}")
@@ -137,6 +159,25 @@ class FlashVID(Compressor):
         self.temporal_threshold = float(temporal_threshold)
         self.token_selection = token_selection
         self.tstm_mean = tstm_mean
+        if isinstance(llm_layer, bool) or int(llm_layer) != llm_layer or llm_layer < 1:
+            raise ValueError(f"llm_layer must be an integer >= 1 (scores come from llm_layer - 1), got {llm_layer!r}")
+        if not 0.0 < llm_retention_ratio <= 1.0:
+            raise ValueError(f"llm_retention_ratio must lie in (0, 1], got {llm_retention_ratio!r}")
+        self.llm_stage = bool(llm_stage)
+        self.llm_layer = int(llm_layer)
+        self.llm_retention_ratio = float(llm_retention_ratio)
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        """``("token", "llm")``, or ``("token",)`` with ``llm_stage=False``."""
+        return self.info.stages if self.llm_stage else tuple(s for s in self.info.stages if s != "llm")
+
+    def reduce_in_llm(self, inputs: LayerInputs) -> LayerReduction:
+        """Keep the ``ceil(L_v * llm_retention_ratio)`` visual tokens the last prompt token attends to most."""
+        assert inputs.attention is not None  # requested through llm_attention_query
+        visual = int(inputs.visual_mask[0].sum())
+        keep_visual = math.ceil(visual * self.llm_retention_ratio)
+        return LayerReduction(keep=keep_top_visual(inputs, inputs.attention, keep_visual))
 
     @staticmethod
     def _resolve_retention(retention: float | None, ratio: float | None, expansion: float) -> tuple[float, float]:

@@ -1,4 +1,5 @@
-"""``holitom``: HoliTom token stage (global redundancy-aware segmentation, static merging, dynamic selection)."""
+"""``holitom``: HoliTom (global redundancy-aware segmentation, static merging, dynamic selection, and the optional
+similarity merge inside the LLM)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,15 @@ import torch
 
 from vidcompress.assemble import merge_tokens
 from vidcompress.compressor import Compressor
+from vidcompress.llm_stage import LayerInputs, LayerReduction, keep_top_visual
 from vidcompress.ops.dpc_knn import dpc_knn, rank_desc
 from vidcompress.ops.reconcile import group_by_representative, group_priority, reconcile, release_candidates
-from vidcompress.ops.temporal import aligned_similarity, segment_means
+from vidcompress.ops.temporal import aligned_similarity, segment_means, unit
 from vidcompress.registry import register_compressor
 from vidcompress.tokens import CompressedTokens, VideoTokens
 
 STATIC_MERGES = ("reference", "mean")
+INNER_MERGES = ("reference", "mean")
 
 
 def static_windows(similarity: torch.Tensor, tau: float, max_window: int) -> tuple[list[tuple[int, int]], int]:
@@ -61,8 +64,37 @@ def beta_weights(assignment: torch.Tensor, centre: torch.Tensor, beta: float) ->
     return weights * member
 
 
+def _gather_rows(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``values[b, index[b]]`` for ``values`` ``[B, S, D]`` and ``index`` ``[B, K]``."""
+    return values.gather(1, index[..., None].expand(-1, -1, values.shape[-1]))
+
+
+def running_average_weights(target: torch.Tensor, num_targets: int, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weights of HoliTom's inner merge: ``(target_weight [B, K], member_weight [B, M])``.
+
+    ``target`` ``[B, M]`` is the kept token each merged token joins, members listed in sequence order. ``"reference"``
+    is the reference's in-place running average ``h <- (h + h_member) / 2`` applied member after member: with ``m``
+    members the kept token weighs ``2**-m`` and the ``i``-th member (from 1) ``2**-(m - i + 1)``. ``"mean"`` weighs the
+    kept token and its members equally.
+    """
+    batch, members = target.shape
+    counts = torch.zeros(batch, num_targets, device=target.device).scatter_add_(
+        1, target, torch.ones_like(target, dtype=torch.float)
+    )
+    own_count = counts.gather(1, target)
+    if mode == "mean":
+        return 1.0 / (counts + 1.0), 1.0 / (own_count + 1.0)
+    sequence = torch.arange(members, device=target.device).expand(batch, members)
+    order = torch.argsort(target * members + sequence, dim=1)  # by target, then by sequence position
+    starts = counts.cumsum(1) - counts
+    rank_sorted = sequence - starts.gather(1, target.gather(1, order)).long()  # 0-based rank among its target's
+    rank = torch.empty_like(rank_sorted).scatter_(1, order, rank_sorted)
+    return torch.exp2(-counts), torch.exp2(rank.float() - own_count)
+
+
 @register_compressor(
     "holitom",
+    stages=("token", "llm"),
     needs_attention=True,
     paper="HoliTom: Holistic Token Merging for Fast Video Large Language Models (NeurIPS 2025, arXiv 2505.21334)",
     reference="cokeshao/HoliTom",
@@ -81,7 +113,21 @@ class HoliTom(Compressor):
        default ``dominant_ratio = 0`` this is attention top-k and the other dynamic tokens are dropped).
 
     Positions: a static cluster takes the first frame of its window and its centre's ``(h, w)``; dynamic tokens keep
-    their own. The inner-LLM similarity merge (layer 18) is a separate, later stage, not part of this class.
+    their own.
+
+    LLM stage (``Qwen2Model_holitom.forward``; off by default, as in the reference, which runs it only when
+    ``HOLITOM_k`` and ``HOLITOM_r`` are set; ``llm_merge=True`` turns it on with the scripts' values): at decoder layer
+    ``llm_layer`` (``HOLITOM_k``, 18) the ``round(L_v * (1 - llm_merge_ratio))`` (``HOLITOM_r`` = 0.5) visual tokens
+    that the last prompt token attends to most at layer ``llm_layer - 1`` (mean over heads) stay; every other visual
+    token is merged into its most cosine-similar kept token (hidden states entering layer ``llm_layer``, similarities
+    taken before any merge) and removed. ``inner_merge="reference"`` reproduces the reference's in-place running
+    average ``h <- (h + h_member) / 2`` in sequence order (later members weigh more, :func:`running_average_weights`);
+    ``inner_merge="mean"`` gives the member mean. Kept tokens keep their original positions. Differences: merges are
+    computed in float32 in one batched step (the reference loops in the model dtype); the score is recomputed for the
+    last query row in a hook; ties go to the earlier position; batches are supported when every row holds the same
+    number of visual tokens (the reference: batch 1); LLaVA-OV's trailing newline is never merged or counted (the
+    reference's visual span includes it; ``protect_newline`` is therefore always on); at least one visual token is
+    kept when there are any (the reference crashes when the rounding keeps none).
 
     Differences from the reference: a window with static positions keeps at least one static cluster (the
     reference's ``round`` can give none and drop them all, which could leave no token at all); output in contract
@@ -89,11 +135,14 @@ class HoliTom(Compressor):
     ``static_merge="mean"`` replaces the ``beta`` rule by a plain mean of the members (the reference's ``NO_BETA``
     switch, which its own default leaves off).
 
-    Retention: ``retention`` is HoliTom's ``RETAIN_RATIO`` (before the LLM). The per-window rounding makes the native
+    Retention: ``retention`` is HoliTom's ``RETAIN_RATIO`` (before the LLM); the inner merge is extra (the
+    literature's "10 %/5 %" label: 10 % at the LLM input, 5 % after layer 18). The per-window rounding makes the native
     count (``exact=False``) data-dependent; by default it is reconciled to ``target_count`` (methods.md §0.7): surplus
     rows fold by member count (then attention of the representative), missing rows come back as the dropped dynamic
     tokens of highest attention.
     """
+
+    llm_attention_query = "last"
 
     def __init__(
         self,
@@ -106,6 +155,10 @@ class HoliTom(Compressor):
         k: int = 7,
         max_window: int = 1024,
         static_merge: str = "reference",
+        llm_merge: bool = False,
+        llm_layer: int = 18,
+        llm_merge_ratio: float = 0.5,
+        inner_merge: str = "reference",
     ) -> None:
         super().__init__(retention, exact=exact)
         if not -1.0 <= tau <= 1.0:
@@ -124,6 +177,43 @@ class HoliTom(Compressor):
         self.k = int(k)
         self.max_window = int(max_window)
         self.static_merge = static_merge
+        if isinstance(llm_layer, bool) or int(llm_layer) != llm_layer or llm_layer < 1:
+            raise ValueError(f"llm_layer must be an integer >= 1 (scores come from llm_layer - 1), got {llm_layer!r}")
+        if not 0.0 <= llm_merge_ratio < 1.0:
+            raise ValueError(f"llm_merge_ratio must lie in [0, 1), got {llm_merge_ratio!r}")
+        if inner_merge not in INNER_MERGES:
+            raise ValueError(f"inner_merge must be one of {INNER_MERGES}, got {inner_merge!r}")
+        self.llm_merge = bool(llm_merge)
+        self.llm_layer = int(llm_layer)
+        self.llm_merge_ratio = float(llm_merge_ratio)
+        self.inner_merge = inner_merge
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        """``("token", "llm")`` with ``llm_merge=True``, else ``("token",)``."""
+        return self.info.stages if self.llm_merge else tuple(s for s in self.info.stages if s != "llm")
+
+    def reduce_in_llm(self, inputs: LayerInputs) -> LayerReduction:
+        """Keep the most attended visual tokens and merge every other visual token into its most similar kept one."""
+        assert inputs.attention is not None  # requested through llm_attention_query
+        hidden = inputs.hidden_states
+        batch = hidden.shape[0]
+        visual = int(inputs.visual_mask[0].sum())
+        keep_visual = min(visual, max(1, round(visual * (1.0 - self.llm_merge_ratio))))
+        keep = keep_top_visual(inputs, inputs.attention, keep_visual)
+        kept = torch.zeros_like(inputs.visual_mask).scatter_(1, keep, True)
+        target_pos = torch.nonzero(inputs.visual_mask & kept)[:, 1].view(batch, -1)
+        member_pos = torch.nonzero(inputs.visual_mask & ~kept)[:, 1].view(batch, -1)
+        if member_pos.shape[1] == 0:
+            return LayerReduction(keep=keep)
+        targets = _gather_rows(hidden, target_pos).float()
+        members = _gather_rows(hidden, member_pos).float()
+        nearest = (unit(members) @ unit(targets).transpose(1, 2)).argmax(-1)  # [B, M], first index on ties
+        target_weight, member_weight = running_average_weights(nearest, keep_visual, self.inner_merge)
+        merged = targets * target_weight[..., None]
+        merged.scatter_add_(1, nearest[..., None].expand_as(members), members * member_weight[..., None])
+        replaced = hidden.scatter(1, target_pos[..., None].expand_as(targets), merged.to(hidden.dtype))
+        return LayerReduction(keep=keep, hidden_states=_gather_rows(replaced, keep))
 
     def compress(self, tokens: VideoTokens, count: int) -> CompressedTokens:
         assert tokens.attention is not None  # checked by Compressor.__call__

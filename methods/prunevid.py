@@ -73,7 +73,13 @@ class PruneVid(Compressor):
        kept as they are); a cluster becomes the plain mean of its members and takes its centre's position (a static
        cluster: the segment's first frame and the centre's ``(h, w)``).
 
-    The LLM stage (question-driven pruning at layer 10 with the KV cut) is a separate, later stage.
+    Not provided: the paper's stage 2 (at layer 10 keep ``int(0.4 * size)`` tokens of every static group and every
+    dynamic frame by the attention of the text after the video, max over heads then over queries, and cut the KV
+    cache of layers 0-10 to the survivors). The LLM-stage mechanism cannot do it faithfully: it keeps the full KV
+    cache of the layers below ``K`` (so the decode-time saving, the point of the cut, would be lost), it aggregates
+    attention by the mean over heads and queries, and it passes no token-stage grouping into the LLM, so the per-group
+    budgets could not be kept. A global top-k under those limits would be another method, so none is offered; chain
+    ``"prunevid+fastv"`` for attention pruning inside the LLM.
 
     Retention: PruneVid reports a realised, data-dependent count ("17 %"). ``ratio`` is ``cluster_ratio`` when given
     (the paper's 0.5), else ``min(1, retention * T * N / tokens_after_averaging)``. By default the native count is

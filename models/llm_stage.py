@@ -104,7 +104,10 @@ class _LayerHooks:
         self.stage = stage
         self.layer = int(stage.llm_layer)
         if not 1 <= self.layer < len(layers):
-            raise ValueError(f"LLM-stage layer must lie in [1, {len(layers) - 1}], got {self.layer}")
+            raise ValueError(
+                f"{getattr(stage, 'name', type(stage).__name__)}: LLM-stage layer {self.layer} must lie in "
+                f"[1, {len(layers) - 1}]; the model has {len(layers)} decoder layers"
+            )
         self.layers = layers
         self.visual_mask = visual_mask
         self.valid_mask = valid_mask

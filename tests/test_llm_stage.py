@@ -69,9 +69,12 @@ def spliced(model, processor, videos, retention=1.0):
     return adapter, adapter.splice(samples, outputs)
 
 
-def layerwise_reference(model, llm_inputs, keep: torch.Tensor, layer: int, steps: int) -> list[list[int]]:
+def layerwise_reference(model, llm_inputs, keep: torch.Tensor, layer: int, steps: int, merge=None) -> list[list[int]]:
     """Greedy decoding that runs the decoder layers one by one over the whole sequence at every step, with no cache
-    and no hooks: layers < K see every position, layers >= K the kept ones (plus the generated tokens)."""
+    and no hooks: layers < K see every position, layers >= K the kept ones (plus the generated tokens).
+
+    ``merge`` (merging methods) maps the prompt's hidden states entering layer K, ``[B, prompt, D]``, to the
+    replacement hidden states of the kept positions, ``[B, S', D]``."""
     lm = model.model.language_model
     embed = model.get_input_embeddings()
     embeds, mask, positions = llm_inputs.inputs_embeds, llm_inputs.attention_mask, llm_inputs.position_ids
@@ -89,7 +92,10 @@ def layerwise_reference(model, llm_inputs, keep: torch.Tensor, layer: int, steps
                 if index == layer:  # from here on: the kept prompt positions and every generated token
                     rows = torch.cat([keep, torch.arange(prompt_length, length).expand(batch, -1)], dim=1)
                     pick = lambda t: t[torch.arange(batch)[:, None], rows]  # noqa: E731
+                    replaced = None if merge is None else merge(hidden[:, :prompt_length])
                     hidden, cos, sin = pick(hidden), pick(cos), pick(sin)
+                    if replaced is not None:
+                        hidden = torch.cat([replaced, hidden[:, keep.shape[1] :]], dim=1)
                 # causal over the original positions, padding keys masked
                 allowed = (rows[:, None, :] <= rows[:, :, None]) & torch.gather(mask.bool(), 1, rows)[:, None, :]
                 additive = torch.zeros(allowed.shape).masked_fill(~allowed, torch.finfo(torch.float32).min)[:, None]

@@ -22,10 +22,10 @@ from vidcompress.ops.reconcile import Grouping, reconcile
 from vidcompress.ops.temporal import cuts_with_minimum, segment_bounds, segment_ids
 
 METHODS = {
-    "flashvid": {},
+    "flashvid": {"llm_layer": 1},  # the tiny models have 2 decoder layers; the reference's layer 20 needs 21+
     "holitom": {},
     "fastvid": {},
-    "dycoke": {"prune_anchor_frames": True},
+    "dycoke": {},
     "vidcom2": {},
     "prunevid": {},
 }
@@ -258,11 +258,33 @@ def test_dycoke_drops_the_tokens_that_repeat_the_anchor():
     assert torch.equal(exact.source >= 0, out.source >= 0)
 
 
-def test_dycoke_below_its_floor_needs_prune_anchor_frames():
-    tokens = make_tokens(t=8, h=2, w=2)
-    with pytest.raises(ValueError, match="prune_anchor_frames"):
-        get_compressor("dycoke", retention=0.25)(tokens)
-    assert get_compressor("dycoke", retention=0.25, prune_anchor_frames=True)(tokens).num_tokens == 8
+def test_dycoke_below_its_floor_drops_the_least_distinctive_anchor_tokens():
+    # 8 frames of 2x2: anchor frames 0, 4, 6 stay whole (floor 12 tokens); retention 0.25 asks for 8
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(8, 4, 6, generator=generator)
+    for anchor in (0, 4, 6):  # token 3 of each anchor frame is far from the rest: the most distinctive
+        features[anchor, :3] = torch.tensor([1.0, 0, 0, 0, 0, 0]) + 0.01 * torch.randn(3, 6, generator=generator)
+        features[anchor, 3] = torch.tensor([0.0, 0, 0, 0, 0, 1.0])
+    tokens = VideoTokens(features=features, grid=(8, 2, 2))
+    out = get_compressor("dycoke", retention=0.25)(tokens)
+    kept = (out.source.view(8, 4) >= 0).sum(1).tolist()
+    # pruned frames keep nothing; the 8 tokens split 3 / 2 / 3 over anchors 0 / 4 / 6
+    assert [kept[a] for a in (0, 4, 6)] == [3, 2, 3] and sum(kept) == 8
+    assert all(kept[f] == 0 for f in (1, 2, 3, 5, 7))
+    for anchor in (0, 4, 6):
+        assert bool(out.source.view(8, 4)[anchor, 3] >= 0)  # the distinctive token survives in every anchor
+    spread = get_compressor("dycoke", retention=0.25, prune_anchor_frames=True)(tokens)
+    assert (spread.source.view(8, 4) >= 0).sum(1).tolist() == [1] * 8
+    native = get_compressor("dycoke", retention=0.25, exact=False)(tokens)  # 3 whole + 5 * int(0.3 * 4) = 17
+    assert native.num_tokens == 3 * 4 + 5 * 1
+
+
+def test_dycoke_single_token_video():
+    tokens = VideoTokens(features=torch.randn(1, 1, 4), grid=(1, 1, 1))
+    for retention in (0.1, 0.5, 1.0):
+        out = get_compressor("dycoke", retention=retention)(tokens)
+        assert out.num_tokens == 1
+        out.validate(tokens)
 
 
 # -- method-specific helpers ----------------------------------------------------------------------------------------
