@@ -104,7 +104,10 @@ class _LayerHooks:
         self.stage = stage
         self.layer = int(stage.llm_layer)
         if not 1 <= self.layer < len(layers):
-            raise ValueError(f"LLM-stage layer must lie in [1, {len(layers) - 1}], got {self.layer}")
+            raise ValueError(
+                f"LLM-stage layer must lie in [1, {len(layers) - 1}] for a model with {len(layers)} decoder layers, "
+                f"got {self.layer}"
+            )
         self.layers = layers
         self.visual_mask = visual_mask
         self.valid_mask = valid_mask
