@@ -3,6 +3,7 @@
 from . import (
     divprune,
     dycoke,
+    f2c,
     fastv,
     fastvid,
     flashvid,
@@ -22,6 +23,7 @@ from . import (
 __all__ = [
     "divprune",
     "dycoke",
+    "f2c",
     "fastv",
     "fastvid",
     "flashvid",
