@@ -184,7 +184,9 @@ class F2C(Compressor):
                 f"a token-stage method (e.g. 'f2c+divprune'); got retention={retention!r}"
             )
         if scorer is not None and not isinstance(scorer, (str, FrameScorer)):
-            raise ValueError(f"scorer must be a hub id, a path or an object with embed_frames/embed_text, got {scorer!r}")
+            raise ValueError(
+                f"scorer must be a hub id, a path or an object with embed_frames / embed_text, got {scorer!r}"
+            )
         if not 0.0 < float(budget) <= 1.0:
             raise ValueError(f"budget must lie in (0, 1], got {budget!r}")
         for name, value in (("clip_length", clip_length), ("size_multiple", size_multiple)):
@@ -205,7 +207,8 @@ class F2C(Compressor):
         if self._loaded is None:
             if self.scorer is None:
                 raise ValueError("f2c needs a frame scorer: pass scorer= a CLIP / SigLIP hub id, path or FrameScorer")
-            self._loaded = ContrastiveScorer.from_pretrained(self.scorer) if isinstance(self.scorer, str) else self.scorer
+            scorer = self.scorer
+            self._loaded = ContrastiveScorer.from_pretrained(scorer) if isinstance(scorer, str) else scorer
         return self._loaded
 
     def select_frames(

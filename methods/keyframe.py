@@ -27,7 +27,7 @@ def frame_novelty(features: torch.Tensor) -> torch.Tensor:
 
 
 def pixel_descriptors(frames: np.ndarray, side: int) -> torch.Tensor:
-    """``[T, 3·side²]`` float32: each ``uint8`` frame ``[H, W, 3]`` area-averaged to ``side × side``, scaled to [0, 1]."""
+    """``[T, 3·side²]`` float32: each ``uint8`` frame ``[H, W, 3]`` area-averaged to ``side × side``, in [0, 1]."""
     pixels = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).to(torch.float32) / 255.0
     return F.adaptive_avg_pool2d(pixels, side).reshape(frames.shape[0], -1)
 
