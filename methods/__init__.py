@@ -3,6 +3,7 @@
 from . import (
     divprune,
     dycoke,
+    f2c,
     fastv,
     fastvid,
     flashvid,
@@ -13,6 +14,7 @@ from . import (
     mmr,
     prunevid,
     random_pruning,
+    todre,
     uniform,
     vidcom2,
     visionzip,
@@ -21,6 +23,7 @@ from . import (
 __all__ = [
     "divprune",
     "dycoke",
+    "f2c",
     "fastv",
     "fastvid",
     "flashvid",
@@ -31,6 +34,7 @@ __all__ = [
     "mmr",
     "prunevid",
     "random_pruning",
+    "todre",
     "uniform",
     "vidcom2",
     "visionzip",

@@ -1,11 +1,15 @@
-"""``keyframe``: KFFocus-style keyframe highlighting — more tokens for novel frames, fewer for redundant ones."""
+"""``keyframe``: KFFocus-style keyframe highlighting — drop repeated frames before the encoder, then give novel
+frames more tokens and redundant ones fewer."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 
 from vidcompress.assemble import select_tokens
 from vidcompress.compressor import Compressor
+from vidcompress.frame_stage import FrameSelection
 from vidcompress.ops.budgets import proportional_budgets, top_per_row
 from vidcompress.ops.similarity import unit_vectors
 from vidcompress.registry import register_compressor
@@ -20,6 +24,34 @@ def frame_novelty(features: torch.Tensor) -> torch.Tensor:
     novelty = torch.ones(features.shape[0], dtype=torch.float32, device=features.device)
     novelty[1:] = 1.0 - (descriptors[1:] * descriptors[:-1]).sum(dim=-1)
     return novelty
+
+
+def pixel_descriptors(frames: np.ndarray, side: int) -> torch.Tensor:
+    """``[T, 3·side²]`` float32: each ``uint8`` frame ``[H, W, 3]`` area-averaged to ``side × side``, in [0, 1]."""
+    pixels = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).to(torch.float32) / 255.0
+    return F.adaptive_avg_pool2d(pixels, side).reshape(frames.shape[0], -1)
+
+
+def keep_novel_frames(descriptors: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keep a frame when its mean absolute change from the last kept frame reaches ``threshold``.
+
+    The first frame is always kept (novelty 1). Comparing with the last *kept* frame, as a P-frame is coded against
+    its reference, means a slow drift is kept once it has accumulated, rather than lost step by step.
+
+    Returns:
+        ``([T] bool kept, [T] float32 novelty against the reference at that point)``.
+    """
+    frames = descriptors.shape[0]
+    kept = torch.zeros(frames, dtype=torch.bool)
+    novelty = torch.ones(frames, dtype=torch.float32)
+    kept[0] = True
+    reference = descriptors[0]
+    for t in range(1, frames):  # sequential by nature: the reference moves with each kept frame
+        novelty[t] = (descriptors[t] - reference).abs().mean()
+        if novelty[t] >= threshold:
+            kept[t] = True
+            reference = descriptors[t]
+    return kept, novelty
 
 
 def token_novelty(features: torch.Tensor) -> torch.Tensor:
@@ -37,7 +69,7 @@ def token_novelty(features: torch.Tensor) -> torch.Tensor:
 
 @register_compressor(
     "keyframe",
-    stages=("token",),
+    stages=("frame", "token"),
     paper="KFFocus — Highlighting Keyframes for Enhanced Video Understanding, arXiv 2508.08989 (reconstruction)",
     reference=None,
 )
@@ -58,7 +90,14 @@ class KeyframeFocus(Compressor):
        (vision attention received), or ``"auto"`` (attention when ``VideoTokens.attention`` is present, else
        novelty).
 
-    Registered as a token-stage method; the frame stage (dropping redundant frames before the encoder) comes later.
+    Frame stage (methods.md §16 step 6, before the encoder): each candidate frame is area-averaged to
+    ``frame_side × frame_side`` RGB pixels; a frame is kept when the mean absolute change (fraction of full scale)
+    from the last kept frame is at least ``frame_threshold``, so repeated and near-duplicate frames are never
+    encoded. The first frame is always kept. ``frame_threshold=0`` keeps every frame. On Qwen2.5-VL the kept frames
+    bring their temporal-group partner (the pipeline keeps whole groups). The threshold default is ours (no published
+    value): about 5 grey levels of average change on 8-bit frames.
+
+    In a chain with another token-stage method (``"keyframe+mmr"``), keyframe contributes its frame stage only.
 
     Args:
         retention: fraction of visual tokens at the LLM input.
@@ -67,6 +106,8 @@ class KeyframeFocus(Compressor):
         keyframe_boost: budget weight multiplier (``≥ 1``) of keyframes.
         min_share: fraction in ``[0, 1]`` of the even per-frame share that every frame is guaranteed.
         token_score: ``"auto"``, ``"novelty"`` or ``"attention"``.
+        frame_threshold: frame stage: minimum mean absolute pixel change in ``[0, 1]`` for a frame to be encoded.
+        frame_side: frame stage: side in pixels of the downsampled frames the change is measured on (``>= 1``).
     """
 
     def __init__(
@@ -78,6 +119,8 @@ class KeyframeFocus(Compressor):
         keyframe_boost: float = 2.0,
         min_share: float = 0.25,
         token_score: str = "auto",
+        frame_threshold: float = 0.02,
+        frame_side: int = 32,
     ) -> None:
         super().__init__(retention, exact=exact)
         if not 0.0 <= float(keyframe_percentile) <= 100.0:
@@ -91,11 +134,24 @@ class KeyframeFocus(Compressor):
         self.keyframe_percentile = float(keyframe_percentile)
         self.keyframe_boost = float(keyframe_boost)
         self.min_share = float(min_share)
+        if not 0.0 <= float(frame_threshold) <= 1.0:
+            raise ValueError(f"frame_threshold must lie in [0, 1], got {frame_threshold!r}")
+        if isinstance(frame_side, bool) or int(frame_side) != frame_side or frame_side < 1:
+            raise ValueError(f"frame_side must be a positive integer, got {frame_side!r}")
         self.token_score = token_score
+        self.frame_threshold = float(frame_threshold)
+        self.frame_side = int(frame_side)
 
     @property
     def needs_attention(self) -> bool:
         return self.token_score == "attention"
+
+    def select_frames(
+        self, frames: np.ndarray, timestamps: np.ndarray, question: str, *, frames_per_step: int = 1
+    ) -> FrameSelection:
+        """Keep the candidate frames that differ from the last kept one (the frame stage)."""
+        kept, novelty = keep_novel_frames(pixel_descriptors(frames, self.frame_side), self.frame_threshold)
+        return FrameSelection(indices=np.flatnonzero(kept.numpy()), scores=novelty.numpy())
 
     def frame_budgets(self, features: torch.Tensor, count: int) -> list[int]:
         """Per-frame token budgets summing to ``count`` (steps 1–3)."""

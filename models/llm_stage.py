@@ -106,7 +106,7 @@ class _LayerHooks:
         if not 1 <= self.layer < len(layers):
             raise ValueError(
                 f"{getattr(stage, 'name', type(stage).__name__)}: LLM-stage layer {self.layer} must lie in "
-                f"[1, {len(layers) - 1}]; the model has {len(layers)} decoder layers"
+                f"[1, {len(layers) - 1}] for a model with {len(layers)} decoder layers, got {self.layer}"
             )
         self.layers = layers
         self.visual_mask = visual_mask

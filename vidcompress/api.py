@@ -18,6 +18,7 @@ import torch
 from transformers import LogitsProcessorList, PreTrainedModel, ProcessorMixin
 
 from .compressor import Compressor, Pipeline
+from .frame_stage import FrameSelection, complete_groups, resize_frames
 from .registry import get_compressor
 from .timing import FirstTokenClock, StageTimer
 from .video import VideoClip, VideoInput, load_video
@@ -35,9 +36,11 @@ SUPPORTED_MODEL_TYPES = {
 class Answer:
     """A generated answer and what it cost.
 
-    ``stats`` holds: ``method``, ``retention``, ``visual_tokens_in`` / ``visual_tokens_out``, ``frames``, ``grid``,
+    ``stats`` holds: ``method``, ``retention``, ``visual_tokens_in`` / ``visual_tokens_out``, ``frames`` (encoded),
+    ``frames_decoded`` (the candidates sampled from the video) / ``frames_encoded`` (after the frame stage), ``grid``,
     ``prompt_tokens`` (LLM input length), ``new_tokens``, ``llm_stage`` (``None``, or the layer ``K``, the visual
-    tokens left after it and the layer-averaged retention over all decoder layers), ``ms`` (per stage: ``decode_video``, ``preprocess``,
+    tokens left after it and the layer-averaged retention over all decoder layers), ``ms`` (per stage: ``decode_video``,
+    ``frame_selection`` (only with a frame stage), ``preprocess``,
     ``vision_encoder``, ``compression``, ``prefill``, ``generation``), ``peak_memory_mb`` (``None`` on CPU) and
     ``random_weights`` (``True`` for the built-in tiny models: their answers mean nothing).
     """
@@ -107,7 +110,12 @@ class VideoLLM:
         max_new_tokens: int = 64,
         **generate_kwargs: Any,
     ) -> list[Answer]:
-        """Answer one question per video; the LLM runs them as one left-padded batch."""
+        """Answer one question per video; the LLM runs them as one left-padded batch.
+
+        With a frame stage, the ``num_frames`` / ``fps`` frames sampled from each video are the candidates: the
+        frame-stage method chooses among them (timed as ``frame_selection``) and only the chosen frames, resized when
+        it asks, reach the processor and the vision encoder (see :meth:`_select_frames`).
+        """
         if isinstance(questions, str) or len(videos) != len(questions):
             raise ValueError("ask_batch takes a list of videos and a list of questions of the same length")
         if not videos:
@@ -122,6 +130,11 @@ class VideoLLM:
 
         with timer("decode_video"):
             clips = [load_video(v, num_frames=num_frames, fps=fps, max_frames=max_frames) for v in videos]
+        frames_decoded = [clip.num_frames for clip in clips]
+        frame_stage = self.compressor.stage("frame")
+        if frame_stage is not None:
+            with timer("frame_selection"):
+                clips = [self._select_frames(frame_stage, clip, q) for clip, q in zip(clips, questions)]
         with timer("preprocess"):
             inputs = [self.adapter.preprocess(clip, self.adapter.prompt(q)) for clip, q in zip(clips, questions)]
         samples = []
@@ -169,6 +182,8 @@ class VideoLLM:
                 "visual_tokens_in": sample.tokens.num_tokens,
                 "visual_tokens_out": out.num_tokens,
                 "frames": clips[b].num_frames,
+                "frames_decoded": frames_decoded[b],
+                "frames_encoded": clips[b].num_frames,
                 "grid": list(sample.tokens.grid),
                 "prompt_tokens": int(llm_inputs.attention_mask[b].sum()),
                 "new_tokens": len(ids),
@@ -185,6 +200,36 @@ class VideoLLM:
             }
             answers.append(Answer(text=text, token_ids=ids, stats=stats))
         return answers
+
+    def _select_frames(self, frame_stage: Compressor, clip: VideoClip, question: str) -> VideoClip:
+        """The clip of the frames ``frame_stage`` chooses among ``clip``'s candidates.
+
+        * Temporal groups: on Qwen2.5-VL (two frames per group) every chosen frame brings its partner in its group of
+          the candidate sequence (:func:`~vidcompress.frame_stage.complete_groups`), so the encoder sees whole
+          groups and frames are never paired across a gap.
+        * Timestamps: the chosen frames keep their real timestamps (``VideoTokens.timestamps``). The M-RoPE temporal
+          ids assume uniform spacing (``second_per_grid_ts``): the processor gets the effective rate
+          ``sampled_fps * chosen / candidates``, i.e. the chosen frames spread over the candidates' duration.
+          Timestamp-based temporal ids for irregular selections (methods.md §16.6 / §17.4) are not implemented.
+        * Size: a requested ``(height, width)`` is applied to every chosen frame before the processor, which still
+          applies its own rounding and pixel limits (Qwen2.5-VL: multiples of 28 px within ``min/max_pixels``;
+          LLaVA-OneVision resizes every frame to its fixed input size, so a smaller size saves no tokens there).
+        """
+        step = self.adapter.frames_per_step
+        selection = frame_stage.select_frames(clip.frames, clip.timestamps, question, frames_per_step=step)
+        if not isinstance(selection, FrameSelection):
+            raise TypeError(f"{frame_stage.name}.select_frames returned {type(selection).__name__}, not FrameSelection")
+        selection.check(clip.num_frames)
+        indices = complete_groups(selection.indices, clip.num_frames, step)
+        frames = clip.frames[indices]
+        if selection.size is not None:
+            frames = resize_frames(frames, selection.size)
+        return VideoClip(
+            frames=frames,
+            timestamps=clip.timestamps[indices],
+            sampled_fps=clip.sampled_fps * len(indices) / clip.num_frames,
+            source=clip.source,
+        )
 
     def _group_timestamps(self, clip: VideoClip, steps: int) -> torch.Tensor:
         """Seconds of each temporal step: the first frame of each step (Qwen2.5-VL groups two frames)."""

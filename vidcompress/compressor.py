@@ -16,7 +16,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
+import numpy as np
+
 from .assemble import identity
+from .frame_stage import FrameSelection
 from .llm_stage import AttentionQuery, LayerInputs, LayerReduction
 from .tokens import CompressedTokens, VideoTokens, check_retention, target_count
 
@@ -90,6 +93,18 @@ class Compressor:
         """Return ``count`` tokens (or the native count when ``exact=False``). Token-stage methods override this."""
         raise NotImplementedError(f"{type(self).__name__} has no token stage")
 
+    # -- frame stage ----------------------------------------------------------------------------------------------
+    def select_frames(
+        self, frames: np.ndarray, timestamps: np.ndarray, question: str, *, frames_per_step: int = 1
+    ) -> FrameSelection:
+        """Choose which of the candidate ``frames`` (``uint8 [T, H, W, 3]``, at ``timestamps`` seconds) to encode.
+
+        ``frames_per_step`` is the model's temporal group (2 on Qwen2.5-VL); the caller completes partial groups
+        (:func:`~vidcompress.frame_stage.complete_groups`), so a method may ignore it. Frame-stage methods override
+        this.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no frame stage")
+
     # -- LLM stage ------------------------------------------------------------------------------------------------
     def reduce_in_llm(self, inputs: LayerInputs) -> LayerReduction:
         """Decide at layer ``llm_layer`` which positions survive. LLM-stage methods override this."""
@@ -109,12 +124,19 @@ class Compressor:
         return f"{type(self).__name__}({args})"
 
 
+def _yields_token_stage(member: Compressor) -> bool:
+    """A member whose token stage gives way to a chained method's: a positions modifier or a frame selector."""
+    return "token" in member.stages and ("positions" in member.stages or "frame" in member.stages)
+
+
 class Pipeline:
     """Stages of several registered methods chained into one compressor, e.g. ``"keyframe+flashvid"``.
 
     Each stage is provided by at most one member; the token stage of the chain is the member that has one (identity
     when none has). A positions-stage member (PPE) yields its own token stage to another member that has one and
-    rewrites that member's output instead. The pipeline needs attention / the question when any member does.
+    rewrites that member's output instead; likewise a frame-stage member with a token stage of its own (``keyframe``)
+    yields it to another member that has one (``"keyframe+mmr"``: keyframe's frames, MMR's tokens). The pipeline needs
+    attention / the question when any member does.
     """
 
     def __init__(self, members: list[Compressor]) -> None:
@@ -122,11 +144,11 @@ class Pipeline:
             raise ValueError("a pipeline chains at least two methods")
         self.members = members
         self.by_stage: dict[str, Compressor] = {}
-        plain_token_stages = [m for m in members if "token" in m.stages and "positions" not in m.stages]
+        plain_token_stages = [m for m in members if "token" in m.stages and not _yields_token_stage(m)]
         for member in members:
             for stage in member.stages:
-                if stage == "token" and "positions" in member.stages and plain_token_stages:
-                    continue  # the modifier leaves the token stage to the other method
+                if stage == "token" and _yields_token_stage(member) and plain_token_stages:
+                    continue  # the modifier / frame selector leaves the token stage to the other method
                 if stage in self.by_stage:
                     raise ValueError(
                         f"{self.by_stage[stage].name!r} and {member.name!r} both provide a {stage} stage; "

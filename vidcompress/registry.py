@@ -178,7 +178,9 @@ def get_compressor(name: str, **params: Any) -> Compressor | Pipeline:
             routed[target][param] = value
             continue
         takers = [info.name for info in infos if key in info.defaults]
-        token_stage = [info.name for info in infos if "token" in info.stages and "positions" not in info.stages]
+        token_stage = [
+            info.name for info in infos if "token" in info.stages and not {"positions", "frame"} & set(info.stages)
+        ]
         token_stage = token_stage or [info.name for info in infos if "token" in info.stages]
         if key in ("retention", "exact") and token_stage:
             takers = token_stage[:1]
