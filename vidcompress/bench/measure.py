@@ -250,9 +250,9 @@ def _token_counts(vlm: VideoLLM, produced: dict[str, Any], retention: float) -> 
         "layer_averaged_prompt_tokens": round(float(prompt - visual + averaged), 2),
         "llm_stage_layer": None if report is None else report.layer,
         "tflops": {
-            "prefill_fastv": round(fastv / 1e12, 4),
-            "prefill_true": round(true / 1e12, 4),
-            "vision_true": round(vision_flops(vlm.model.config, tokens.grid) / 1e12, 4),
+            "prefill_fastv": fastv / 1e12,
+            "prefill_true": true / 1e12,
+            "vision_true": vision_flops(vlm.model.config, tokens.grid) / 1e12,
         },
     }
 
