@@ -1,4 +1,4 @@
-"""The ``vidcompress`` command line: ``run``, ``methods``, ``demo``.
+"""The ``vidcompress`` command line: ``run``, ``methods``, ``demo``, and ``bench`` (speed and memory).
 
 Results go to stdout (``--json`` for machine-readable output), progress to stderr. Bad input exits with status 2 and
 a one-line message, without a traceback.
@@ -7,6 +7,7 @@ a one-line message, without a traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from collections.abc import Sequence
@@ -150,6 +151,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Sub-commands implemented in their own modules: name -> ("module:function(argv) -> int", help).
+DELEGATED = {
+    "bench": ("vidcompress.bench.cli:bench_command", "speed and memory benchmark (see `vidcompress bench --help`)"),
+}
+
+
+def _run_delegated(name: str, argv: list[str]) -> int:
+    module, function = DELEGATED[name][0].split(":")
+    return getattr(importlib.import_module(module), function)(argv)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vidcompress", description="Visual-token compression for video LLMs.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -181,12 +193,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--json", action="store_true")
     demo.set_defaults(handler=_cmd_demo)
+
+    for name, (_, help_text) in DELEGATED.items():  # listed for --help; main() hands their arguments over whole
+        commands.add_parser(name, help=help_text, add_help=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        if argv and argv[0] in DELEGATED:
+            return _run_delegated(argv[0], argv[1:])
+        args = build_parser().parse_args(argv)
         return args.handler(args)
     except (ValueError, FileNotFoundError, OSError) as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
