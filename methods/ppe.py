@@ -72,7 +72,7 @@ def attach_position_sets(
     sizes = torch.bincount(out.source[out.source >= 0], minlength=out.num_tokens)
     first = torch.cumsum(sizes, 0) - sizes
     rank = _slot_ranks(sizes, max_members, member_choice)
-    picked = ordered[(first[:, None] + rank.clamp(min=0)).clamp(max=ordered.shape[0] - 1)]
+    picked = ordered[first[:, None] + rank.clamp(min=0)]
     picked = torch.where(rank >= 0, picked, out.representatives[:, None])
     return dataclasses.replace(out, position_sets=tokens.flat_positions[picked])
 
