@@ -96,7 +96,7 @@ def gather_rows(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     reference="TyroneLi/AOT",
 )
 class AOT(Compressor):
-    """Attention anchors per frame absorb the other tokens by optimal transport, then clip keyframes absorb later frames.
+    """Per-frame attention anchors absorb the other tokens by optimal transport; clip keyframes absorb later frames.
 
     Paper: AOT, CVPR 2026, arXiv 2603.01400; reference ``TyroneLi/AOT`` (``llava_arch.py``,
     ``encode_images_siglip_OTA``).
@@ -275,7 +275,8 @@ class AOT(Compressor):
             cost = cost - cost.amin(dim=(1, 2), keepdim=True)
             cost = cost * (1.0 - math.exp(-(offset * offset) / (2.0 * self.sigma_t**2 + 1e-9)))
             uniform = torch.full((clips.numel(), num_anchors), 1.0 / num_anchors, device=anchors.device)
-            plan = sinkhorn(gibbs_kernel(cost, self.epsilon), uniform, uniform, self.max_iter, self.tol, joint_stop=False)
+            kernel = gibbs_kernel(cost, self.epsilon)
+            plan = sinkhorn(kernel, uniform, uniform, self.max_iter, self.tol, joint_stop=False)
             conditional = plan / plan.sum(dim=2, keepdim=True).clamp_min(1e-9)
             largest, target = conditional.max(dim=2)
             threshold = torch.quantile(largest.double(), self.keep_ratio, dim=1, keepdim=True)

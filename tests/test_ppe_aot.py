@@ -293,6 +293,21 @@ def test_decode_steps_are_untouched(tiny_qwen):
     assert torch.equal(decoded[0], stock[0]) and hook.prefill_calls == 0
 
 
+def test_rotary_hook_rejects_bad_input(tiny_qwen):
+    model = tiny_qwen[0]
+    with pytest.raises(ValueError, match="same number of members"):
+        with ppe_rotary(model, [torch.tensor([0]), torch.tensor([1])], [torch.zeros(1, 2, 3), torch.zeros(1, 4, 3)]):
+            pass
+    tokens = random_tokens((1, 2, 2))
+    with pytest.raises(ValueError, match="position_sets"):
+        video_rows(torch.zeros(1, 4, dtype=torch.long), 0, [vidcompress.identity(tokens)])
+    rotary = model.model.language_model.rotary_emb
+    hidden, position_ids = stock_rotary_inputs(length=3)
+    with pytest.raises(ValueError, match="beyond the prefill length"):
+        with ppe_rotary(model, [torch.tensor([5])], [torch.zeros(1, 2, 3, dtype=torch.long)]):
+            rotary(hidden, position_ids)
+
+
 def test_generate_with_single_member_hook_equals_plain_generate(tiny_qwen):
     model, processor = tiny_qwen
     adapter = Qwen2_5_VLAdapter(model, processor)
