@@ -1,6 +1,7 @@
 """Compression methods. Importing this package registers every method (one module per method or family)."""
 
 from . import (
+    aot,
     divprune,
     dycoke,
     fastv,
@@ -11,6 +12,7 @@ from . import (
     identity,
     keyframe,
     mmr,
+    ppe,
     prunevid,
     random_pruning,
     uniform,
@@ -19,6 +21,7 @@ from . import (
 )
 
 __all__ = [
+    "aot",
     "divprune",
     "dycoke",
     "fastv",
@@ -29,6 +32,7 @@ __all__ = [
     "identity",
     "keyframe",
     "mmr",
+    "ppe",
     "prunevid",
     "random_pruning",
     "uniform",
