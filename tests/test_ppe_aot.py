@@ -146,6 +146,18 @@ def test_aot_per_anchor_mass_moves_anchors_further():
     assert bool(((per_anchor - anchors).norm(dim=1) > (reference - anchors).norm(dim=1)).all())
 
 
+@pytest.mark.parametrize(("inter_compress", "frames_per_block"), [(False, 1), (True, 2)])
+def test_aot_rows_lie_in_the_range_of_their_frame_or_clip(inter_compress, frames_per_block):
+    # OT and hard updates are convex mixes of one frame's tokens; phase II mixes the frames of a clip (2 of 4 here)
+    tokens = random_tokens((4, 3, 3), seed=3)
+    out = get_compressor("aot", retention=0.25, exact=False, inter_compress=inter_compress)(tokens)
+    blocks = tokens.features.reshape(4 // frames_per_block, frames_per_block * 9, -1)
+    block = out.representatives // (frames_per_block * 9)
+    low, high = blocks.min(1).values[block] - 1e-5, blocks.max(1).values[block] + 1e-5
+    assert bool(((out.features >= low) & (out.features <= high)).all())
+    assert not torch.equal(out.features, tokens.flat_features[out.representatives])  # the anchors did move
+
+
 @pytest.mark.parametrize(
     "params", [dict(keep_ratio=1.5), dict(global_ratio=-0.1), dict(epsilon=0.0), dict(clip_length=0), dict(ot_mass="x")]
 )
