@@ -372,10 +372,10 @@ def ask_ids(model, processor, method: str, **params) -> tuple[list[int], torch.T
     return answer.token_ids, seen[0]
 
 
-def manual_ids(model, processor, method: str, with_hook: bool) -> tuple[list[int], torch.Tensor]:
+def manual_ids(model, processor, method: str, with_hook: bool, **params) -> tuple[list[int], torch.Tensor]:
     """Adapter steps by hand; the PPE hook (when asked for) installed here, not by ``generate``."""
     adapter = Qwen2_5_VLAdapter(model, processor)
-    compressor = get_compressor(method, retention=0.25)
+    compressor = get_compressor(method, retention=0.25, **params)
     clip = load_video(FRAMES, num_frames=8)
     sample = adapter.encode(adapter.preprocess(clip, adapter.prompt(QUESTION)), compressor.needs_attention)
     out = compressor(sample.tokens)
@@ -390,11 +390,14 @@ def manual_ids(model, processor, method: str, with_hook: bool) -> tuple[list[int
     return (ids[: ids.index(eos) + 1] if eos in ids else ids), seen[0]
 
 
-@pytest.mark.parametrize("method", ["ppe", "flashvid+ppe"])
-def test_ask_applies_the_ppe_rotary_hook(tiny_qwen, method):
-    ids, cos = ask_ids(*tiny_qwen, method)
-    manual, manual_cos = manual_ids(*tiny_qwen, method, with_hook=True)
-    _, stock_cos = manual_ids(*tiny_qwen, method, with_hook=False)
+@pytest.mark.parametrize(
+    ("method", "params"),
+    [("ppe", {}), ("flashvid+ppe", {}), ("ppe+fastv", {"layer": 1})],  # ppe+fastv: the LLM-stage hooks as well
+)
+def test_ask_applies_the_ppe_rotary_hook(tiny_qwen, method, params):
+    ids, cos = ask_ids(*tiny_qwen, method, **params)
+    manual, manual_cos = manual_ids(*tiny_qwen, method, with_hook=True, **params)
+    _, stock_cos = manual_ids(*tiny_qwen, method, with_hook=False, **params)
     assert ids == manual and torch.equal(cos, manual_cos)
     assert not torch.equal(cos, stock_cos)  # the hook did rotate the merged tokens by their members
 
