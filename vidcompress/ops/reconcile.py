@@ -91,9 +91,12 @@ def _fold(grouping: Grouping, features: torch.Tensor, frame_size: int, priority:
     totals = torch.zeros(num_groups, device=device).index_add_(0, safe, grouping.weights * member)
     # member-count weighting, so that folding two rows averages them by their number of members
     weights = grouping.weights * (sizes / totals.clamp(min=1e-30))[safe] * member
-    sums = torch.zeros(num_groups, features.shape[1], device=device)
-    sums.index_add_(0, safe, features.float() * weights[:, None])
-    means = unit(sums / sizes.clamp(min=1)[:, None] if grouping.features is None else grouping.features)
+    if grouping.features is None:
+        sums = torch.zeros(num_groups, features.shape[1], device=device)
+        sums.index_add_(0, safe, features.float() * weights[:, None])
+        means = unit(sums / sizes.clamp(min=1)[:, None])
+    else:
+        means = unit(grouping.features)
     # lowest priority folds first; ties: the group with the lower representative folds first
     by_rep = torch.argsort(reps)
     fold = by_rep[smallest_first(priority[by_rep])[:excess]]
