@@ -1,6 +1,7 @@
 """Compression methods. Importing this package registers every method (one module per method or family)."""
 
 from . import (
+    aot,
     divprune,
     dycoke,
     f2c,
@@ -12,6 +13,7 @@ from . import (
     identity,
     keyframe,
     mmr,
+    ppe,
     prunevid,
     random_pruning,
     todre,
@@ -21,6 +23,7 @@ from . import (
 )
 
 __all__ = [
+    "aot",
     "divprune",
     "dycoke",
     "f2c",
@@ -32,6 +35,7 @@ __all__ = [
     "identity",
     "keyframe",
     "mmr",
+    "ppe",
     "prunevid",
     "random_pruning",
     "todre",

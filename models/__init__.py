@@ -8,9 +8,10 @@ from transformers import PreTrainedModel, ProcessorMixin
 
 from .base import EncodedSample, LLMInputs, VideoLLMAdapter
 from .llava_onevision import LlavaOnevisionAdapter
+from .ppe_rotary import ppe_rotary, video_rows
 from .qwen2_5_vl import Qwen2_5_VLAdapter
 
-__all__ = ["ADAPTERS", "adapter_for", "EncodedSample", "LLMInputs", "VideoLLMAdapter", "LlavaOnevisionAdapter", "Qwen2_5_VLAdapter"]
+__all__ = ["ADAPTERS", "adapter_for", "EncodedSample", "LLMInputs", "VideoLLMAdapter", "LlavaOnevisionAdapter", "Qwen2_5_VLAdapter", "ppe_rotary", "video_rows"]
 
 ADAPTERS: list[type[VideoLLMAdapter]] = [Qwen2_5_VLAdapter, LlavaOnevisionAdapter]
 

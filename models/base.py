@@ -12,6 +12,7 @@ one vision block for attention scores. No class forward is patched.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -22,6 +23,7 @@ from vidcompress.tokens import CompressedTokens, VideoTokens
 from vidcompress.video import VideoClip
 
 from .llm_stage import LLMStageReport, layer_reduction
+from .ppe_rotary import ppe_rotary
 
 __all__ = ["EncodedSample", "LLMInputs", "VideoLLMAdapter"]
 
@@ -52,13 +54,23 @@ class EncodedSample:
 
 @dataclass
 class LLMInputs:
-    """Left-padded inputs of the LLM after compression, ready for ``generate`` or a plain forward."""
+    """Left-padded inputs of the LLM after compression, ready for ``generate`` or a plain forward.
+
+    ``position_sets`` (PPE): per batch row, the ``[V, P, 3]`` member positions of the row's ``V`` visual tokens, in
+    the order of ``visual_mask``; ``generate`` rotates those tokens by them (:mod:`.ppe_rotary`). A plain forward
+    ignores them.
+    """
 
     input_ids: torch.Tensor
     inputs_embeds: torch.Tensor
     attention_mask: torch.Tensor
     position_ids: torch.Tensor | None
     visual_mask: torch.Tensor  # [B, L] bool: the compressed visual tokens (not LLaVA-OV's newline)
+    position_sets: list[torch.Tensor] | None = None
+
+    def video_indices(self) -> list[torch.Tensor]:
+        """Per batch row, the ``[V]`` sequence indices of the compressed visual tokens."""
+        return [torch.nonzero(row).squeeze(1) for row in self.visual_mask]
 
     def as_kwargs(self) -> dict[str, torch.Tensor]:
         kwargs = dict(input_ids=self.input_ids, inputs_embeds=self.inputs_embeds, attention_mask=self.attention_mask)
@@ -72,6 +84,8 @@ class VideoLLMAdapter(ABC):
 
     #: ``transformers`` class name this adapter wraps.
     model_class: ClassVar[str]
+    #: the LLM can rotate a token by several member positions (PPE ``position_sets``); needs 3-D M-RoPE.
+    supports_position_sets: ClassVar[bool] = False
 
     def __init__(self, model: PreTrainedModel, processor: ProcessorMixin) -> None:
         self.model = model
@@ -126,6 +140,7 @@ class VideoLLMAdapter(ABC):
         """One placeholder per output token, compressed features scattered in, positions carried; left-padded."""
         if len(samples) != len(outputs):
             raise ValueError(f"{len(samples)} samples but {len(outputs)} compressed outputs")
+        position_sets = self._position_sets(outputs)
         embed = self.model.get_input_embeddings()
         pad_id = self.tokenizer.pad_token_id
         rows = []
@@ -166,25 +181,42 @@ class VideoLLMAdapter(ABC):
             inputs_embeds[b, length - n :] = embeds
             if position_ids is not None:
                 position_ids[:, b, length - n :] = positions.to(self.device)
-        return LLMInputs(input_ids, inputs_embeds, attention_mask, position_ids, visual_mask)
+        return LLMInputs(input_ids, inputs_embeds, attention_mask, position_ids, visual_mask, position_sets)
+
+    def _position_sets(self, outputs: list[CompressedTokens]) -> list[torch.Tensor] | None:
+        """The outputs' ``position_sets`` (all or none of them carry sets), checked against the model's RoPE."""
+        carried = [out.position_sets is not None for out in outputs]
+        if not any(carried):
+            return None
+        if not self.supports_position_sets:
+            raise ValueError(
+                f"the compressed tokens carry PPE position_sets, but {self.model_class} has 1-D RoPE: "
+                "PPE needs Qwen2.5-VL's M-RoPE (use a method without the 'ppe' positions stage)"
+            )
+        if not all(carried):
+            raise ValueError("some compressed outputs of the batch carry position_sets and others do not")
+        return [out.position_sets.to(self.device) for out in outputs if out.position_sets is not None]
 
     def generate(
         self, llm_inputs: LLMInputs, llm_stage: Any = None, **generate_kwargs: Any
     ) -> tuple[torch.Tensor, LLMStageReport | None]:
         """``model.generate`` on spliced inputs, with the LLM stage of ``llm_stage`` (a compressor) when given.
 
+        When ``llm_inputs.position_sets`` is set, the PPE rotary hook is active during the call as well.
         Returns the new tokens ``[B, new]`` and the LLM stage's report (``None`` without one).
         """
         try:
-            with torch.no_grad():
-                if llm_stage is None:
-                    return self.model.generate(**llm_inputs.as_kwargs(), **generate_kwargs)[
-                        :, llm_inputs.input_ids.shape[1] :
-                    ], None
-                language_model = self.model.model.language_model
-                valid = llm_inputs.attention_mask.bool()
-                with layer_reduction(language_model, llm_stage, llm_inputs.visual_mask, valid) as report:
-                    output = self.model.generate(**llm_inputs.as_kwargs(), **generate_kwargs)
+            with torch.no_grad(), ExitStack() as hooks:
+                if llm_inputs.position_sets is not None:
+                    hooks.enter_context(ppe_rotary(self.model, llm_inputs.video_indices(), llm_inputs.position_sets))
+                report = None
+                if llm_stage is not None:
+                    language_model = self.model.model.language_model
+                    valid = llm_inputs.attention_mask.bool()
+                    report = hooks.enter_context(
+                        layer_reduction(language_model, llm_stage, llm_inputs.visual_mask, valid)
+                    )
+                output = self.model.generate(**llm_inputs.as_kwargs(), **generate_kwargs)
                 return output[:, llm_inputs.input_ids.shape[1] :], report
         finally:
             self.reset_state()

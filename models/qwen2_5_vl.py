@@ -6,7 +6,8 @@
   temporal group at a time (query blocks bound the memory), averages heads and queries, then the four patches of
   each 2x2 merge unit, and undoes the window permutation (``methods.md`` §0.4 (a));
 * positions: the project's own M-RoPE (:mod:`vidcompress.positions`), passed to ``generate`` as 3-row
-  ``position_ids``; ``model.model.rope_deltas`` is reset after every call.
+  ``position_ids``; ``model.model.rope_deltas`` is reset after every call; PPE ``position_sets`` are applied by the
+  rotary hook of :mod:`.ppe_rotary` (installed by ``generate``).
 """
 
 from __future__ import annotations
@@ -87,6 +88,7 @@ class Qwen2_5_VLAdapter(VideoLLMAdapter):
     """
 
     model_class = "Qwen2_5_VLForConditionalGeneration"
+    supports_position_sets = True
 
     def __init__(self, model, processor, rope_compat: RopeCompat = "reference") -> None:
         super().__init__(model, processor)

@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 from vidcompress import VideoTokens, available_methods, get_compressor, method_info, target_count
 
 TOKEN_METHODS = [name for name in available_methods() if "token" in method_info(name).stages and name != "none"]
+# Rows that are not means of their ``source`` members, with where their own property is pinned instead.
+SOFT_ROWS = {"aot": "optimal-transport rows mix tokens of the frame / clip beyond the members (tests/test_ppe_aot.py)"}
 
 
 def make_tokens(t: int, h: int, w: int, d: int, seed: int, dtype=torch.float32) -> VideoTokens:
@@ -69,7 +71,7 @@ def test_identity_at_full_retention(name):
     assert torch.equal(out.source, torch.arange(tokens.num_tokens))
 
 
-@pytest.mark.parametrize("name", TOKEN_METHODS)
+@pytest.mark.parametrize("name", [name for name in TOKEN_METHODS if name not in SOFT_ROWS])
 def test_selected_rows_are_input_rows_or_member_means(name):
     """A kept row equals its input token; a merged row equals the (weighted) mean of its members within tolerance of
     the convex hull: every output lies inside the per-dimension range of its members."""

@@ -198,8 +198,9 @@ class CompressedTokens:
         source: ``[T*N]`` long: for every input token, the output row it went into, or ``-1`` if dropped.
         representatives: ``[K]`` long, strictly increasing: the flat input index whose position each output row
             carries (the kept token itself, or the root / cluster centre / anchor of a merged group).
-        position_sets: optional ``[K, P, 3]`` up to ``P`` member positions per merged token (PPE), padded by
-            repeating the representative's position.
+        position_sets: optional ``[K, P, 3]`` up to ``P`` member positions per merged token (PPE); how a row with
+            fewer than ``P`` members is padded depends on ``member_choice`` (PPE's reference default cycles through
+            the members again; ``"nearest"`` / ``"spread"`` repeat the representative's position).
     """
 
     features: torch.Tensor

@@ -9,6 +9,11 @@ singletons. Then
 * too few groups: the first candidates (dropped tokens, or members taken out of their group) become singletons.
 
 The result goes to :func:`vidcompress.assemble.merge_tokens`, which fixes order, ``source`` and positions.
+
+A method whose output rows are not the means of their members (AOT: optimal-transport-updated anchors) sets
+``Grouping.features``; reconcile then carries those rows: a fold is the member-count-weighted mean of the two rows
+(the similarity is the cosine of the rows), a new singleton carries its own input feature, and a group that loses a
+member keeps its row.
 """
 
 from __future__ import annotations
@@ -30,11 +35,13 @@ class Grouping:
         group: ``[M]`` long group of every token, ``-1`` for dropped tokens; groups are ``0 .. G-1``.
         representative: ``[G]`` long flat index whose position each group carries (a member of the group).
         weights: ``[M]`` float32 member weights of the (weighted) mean.
+        features: optional ``[G, D]`` float32 output row of every group, when it is not the members' mean.
     """
 
     group: torch.Tensor
     representative: torch.Tensor
     weights: torch.Tensor
+    features: torch.Tensor | None = None
 
     @property
     def num_groups(self) -> int:
@@ -84,9 +91,12 @@ def _fold(grouping: Grouping, features: torch.Tensor, frame_size: int, priority:
     totals = torch.zeros(num_groups, device=device).index_add_(0, safe, grouping.weights * member)
     # member-count weighting, so that folding two rows averages them by their number of members
     weights = grouping.weights * (sizes / totals.clamp(min=1e-30))[safe] * member
-    sums = torch.zeros(num_groups, features.shape[1], device=device)
-    sums.index_add_(0, safe, features.float() * weights[:, None])
-    means = unit(sums / sizes.clamp(min=1)[:, None])
+    if grouping.features is None:
+        sums = torch.zeros(num_groups, features.shape[1], device=device)
+        sums.index_add_(0, safe, features.float() * weights[:, None])
+        means = unit(sums / sizes.clamp(min=1)[:, None])
+    else:
+        means = unit(grouping.features)
     # lowest priority folds first; ties: the group with the lower representative folds first
     by_rep = torch.argsort(reps)
     fold = by_rep[smallest_first(priority[by_rep])[:excess]]
@@ -101,17 +111,32 @@ def _fold(grouping: Grouping, features: torch.Tensor, frame_size: int, priority:
     renumber = torch.full((num_groups,), -1, dtype=torch.long, device=device)
     renumber[keep] = torch.arange(keep.shape[0], device=device)
     new_group = torch.where(member, renumber[mapping[safe]], torch.full_like(group, -1))
-    return Grouping(group=new_group, representative=reps[keep], weights=weights)
+    return Grouping(
+        group=new_group,
+        representative=reps[keep],
+        weights=weights,
+        features=None if grouping.features is None else _folded_rows(grouping.features, sizes, mapping, keep),
+    )
 
 
-def _add_singletons(grouping: Grouping, candidates: torch.Tensor, missing: int) -> Grouping:
+def _folded_rows(rows: torch.Tensor, sizes: torch.Tensor, mapping: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """``[len(keep), D]`` member-count-weighted mean of the rows mapped onto each kept group."""
+    sums = torch.zeros_like(rows, dtype=torch.float32).index_add_(0, mapping, rows.float() * sizes[:, None])
+    totals = torch.zeros_like(sizes).index_add_(0, mapping, sizes)
+    return sums[keep] / totals[keep, None]
+
+
+def _add_singletons(grouping: Grouping, features: torch.Tensor, candidates: torch.Tensor, missing: int) -> Grouping:
     if candidates.shape[0] < missing:
         raise RuntimeError(f"exact-count reconcile needs {missing} more tokens, only {candidates.shape[0]} available")
     chosen = candidates[:missing]
     group, weights = grouping.group.clone(), grouping.weights.clone()
     group[chosen] = grouping.num_groups + torch.arange(missing, device=group.device)
     weights[chosen] = 1.0
-    return Grouping(group=group, representative=torch.cat([grouping.representative, chosen]), weights=weights)
+    rows = None if grouping.features is None else torch.cat([grouping.features.float(), features[chosen].float()])
+    return Grouping(
+        group=group, representative=torch.cat([grouping.representative, chosen]), weights=weights, features=rows
+    )
 
 
 def reconcile(
@@ -126,7 +151,8 @@ def reconcile(
 
     Args:
         grouping: the native grouping.
-        features: ``[M, D]`` input features (the similarity of two groups is the cosine of their means).
+        features: ``[M, D]`` input features (the similarity of two groups is the cosine of their means, or of their
+            rows when ``grouping.features`` is set; a new singleton's row is its input feature).
         frame_size: ``N`` tokens per frame (a group's frame is its representative's).
         count: the exact number of groups wanted.
         priority: ``[G]`` float, higher = more important; the lowest fold first.
@@ -137,5 +163,5 @@ def reconcile(
     if excess > 0:
         return _fold(grouping, features, frame_size, priority.float(), excess)
     if excess < 0:
-        return _add_singletons(grouping, candidates, -excess)
+        return _add_singletons(grouping, features, candidates, -excess)
     return grouping
