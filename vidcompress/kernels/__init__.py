@@ -12,11 +12,12 @@ host (except the optional ``validate`` checks), and accumulates in float32 whate
 
 from ._dispatch import DISABLE_ENV, resolve_use_triton, triton_available
 from .adjacent_similarity import BestMatch, aligned_above, aligned_cosine, best_match
-from .greedy import GreedySelection, frame_cosine, greedy_kcenter, greedy_mmr
+from .greedy import MAX_TOKENS, GreedySelection, frame_cosine, greedy_kcenter, greedy_mmr
 from .segment_mean import segment_mean, segment_mean_csr, segment_offsets
 
 __all__ = [
     "DISABLE_ENV",
+    "MAX_TOKENS",
     "BestMatch",
     "GreedySelection",
     "aligned_above",

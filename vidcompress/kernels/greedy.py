@@ -18,7 +18,7 @@ zero feature vector has cosine 0 to everything instead of NaN. Ties go to the lo
 The Triton path runs one program per frame with the running score vector on chip (the k-center seed scores come
 from one parallel reduction beforehand); the PyTorch path loops over the ``max_budget`` steps on the host, batched
 over frames. A "frame" can be a whole video (``x`` of shape ``[1, T*N, D]``, DivPrune's global pool): one program
-then walks ``N`` up to :data:`~vidcompress.kernels._triton.greedy.MAX_TOKENS` tokens.
+then walks ``N`` up to :data:`MAX_TOKENS` tokens.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import torch
 from ._dispatch import resolve_use_triton
 
 __all__ = [
+    "MAX_TOKENS",
     "GreedySelection",
     "frame_cosine",
     "greedy_kcenter",
@@ -41,6 +42,9 @@ __all__ = [
 ]
 
 EPS = 1e-8
+#: Most tokens per frame the Triton path holds in one program (the score vector lives in registers, 16 per thread
+#: at 32 warps); the PyTorch path has no limit.
+MAX_TOKENS = 16384
 
 
 class GreedySelection(NamedTuple):

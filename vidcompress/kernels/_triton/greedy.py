@@ -11,10 +11,9 @@ import torch
 import triton
 import triton.language as tl
 
-__all__ = ["MAX_TOKENS", "launch_kcenter", "launch_mmr"]
+from ..greedy import MAX_TOKENS
 
-#: Most tokens one program holds (the whole score vector lives in registers: 16 per thread at 32 warps).
-MAX_TOKENS = 16384
+__all__ = ["launch_kcenter", "launch_mmr"]
 
 
 @triton.jit
