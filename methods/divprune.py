@@ -5,7 +5,7 @@ from __future__ import annotations
 from vidcompress.assemble import select_tokens
 from vidcompress.compressor import Compressor
 from vidcompress.kernels import MAX_TOKENS, greedy_kcenter
-from vidcompress.ops.budgets import budgets_on, picks_to_flat
+from vidcompress.ops.budgets import int_tensor_on, picks_to_flat
 from vidcompress.ops.greedy import farthest_point_select
 from vidcompress.registry import register_compressor
 from vidcompress.tokens import CompressedTokens, VideoTokens
@@ -58,6 +58,6 @@ class DivPrune(Compressor):
                 return select_tokens(tokens, farthest_point_select(pool, count)[0])
             return select_tokens(tokens, greedy_kcenter(pool, count, count, validate=False).order[0])
         budgets = frame_budgets(t, count)
-        device_budgets = budgets_on(tuple(budgets), tokens.features.device)
+        device_budgets = int_tensor_on(tuple(budgets), tokens.features.device)
         picks = greedy_kcenter(tokens.features, device_budgets, max(budgets), validate=False).order
         return select_tokens(tokens, picks_to_flat(picks, budgets, h * w))

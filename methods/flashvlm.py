@@ -6,6 +6,7 @@ import torch
 
 from vidcompress.assemble import select_tokens
 from vidcompress.compressor import Compressor
+from vidcompress.ops.budgets import int_tensor_on
 from vidcompress.ops.similarity import minmax, query_relevance, unit_vectors
 from vidcompress.registry import register_compressor
 from vidcompress.tokens import CompressedTokens, VideoTokens
@@ -136,10 +137,10 @@ class FlashVLM(Compressor):
         n = h * w
         order = torch.sort(self.fused_score(tokens), dim=1, descending=True, stable=True).indices
         unit = unit_vectors(tokens.features)
-        budgets = torch.tensor(frame_budgets(t, count))
+        budgets = frame_budgets(t, count)
         kept = []
-        for budget in torch.unique(budgets).tolist():  # at most two distinct budgets: frames batched by budget
-            frames = torch.nonzero(budgets == budget).squeeze(1).to(order.device)
+        for budget in sorted(set(budgets)):  # at most two distinct budgets: frames batched by budget
+            frames = int_tensor_on(tuple(f for f, b in enumerate(budgets) if b == budget), order.device)
             important = int(self.important_ratio * budget)
             diverse = self.partition(unit[frames], order[frames, important:], budget - important)
             chosen = torch.cat([order[frames, :important], diverse], dim=1)

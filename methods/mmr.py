@@ -7,7 +7,7 @@ import torch
 from vidcompress.assemble import select_tokens
 from vidcompress.compressor import Compressor
 from vidcompress.kernels import MAX_TOKENS, greedy_mmr
-from vidcompress.ops.budgets import budgets_on, picks_to_flat
+from vidcompress.ops.budgets import int_tensor_on, picks_to_flat
 from vidcompress.ops.greedy import mmr_select
 from vidcompress.ops.similarity import minmax, query_relevance
 from vidcompress.registry import register_compressor
@@ -104,7 +104,7 @@ class MMR(Compressor):
             picks = greedy_mmr(features, pooled, count, count, self.mmr_lambda, validate=False).order
             return select_tokens(tokens, picks[0])
         budgets = frame_budgets(t, count)
-        device_budgets = budgets_on(tuple(budgets), tokens.features.device)
+        device_budgets = int_tensor_on(tuple(budgets), tokens.features.device)
         picks = greedy_mmr(
             tokens.features, minmax(importance), device_budgets, max(budgets), self.mmr_lambda, validate=False
         ).order
