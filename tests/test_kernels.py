@@ -141,6 +141,34 @@ def test_segment_mean_long_segment_and_block_sizes() -> None:
     assert torch.equal(out[2], torch.zeros(37))
 
 
+@pytest.mark.parametrize("config", [(1, 16, 1), (4, 16, 2), (8, 32, 4), (16, 64, 4)])
+def test_segment_mean_launch_configs_agree(config: tuple[int, int, int]) -> None:
+    """Every (BLOCK_K, BLOCK_D, warps) of the tuning sweep gives the same rows: uneven and empty segments, a
+    segment block running past K, columns running past D, weights."""
+    features = _random(3, 90, 40)
+    lengths = [0, 1, 7, 0, 2, 30, 1, 1, 3, 0, 5]  # 50 members, 11 segments; the rest dropped
+    source = torch.full((90,), -1, dtype=torch.long)
+    members = torch.randperm(90, generator=torch.Generator().manual_seed(1))[: sum(lengths)]
+    source[members] = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths))
+    weights = torch.rand(90, generator=torch.Generator().manual_seed(2))
+    csr_members, offsets = segment_offsets(source, len(lengths))
+    for w in (None, weights):
+        out = _poisoned_like((len(lengths), 40), torch.float32)
+        segment_mean_csr(features, csr_members, offsets, w, out=out, use_triton=True, config=config)
+        _assert_close(out, segment_mean(features, source, len(lengths), w, use_triton=False), torch.float32)
+        assert torch.equal(out[[0, 3, 9]], torch.zeros(3, 40))
+
+
+def test_segment_mean_default_config_fills_the_gpu() -> None:
+    from vidcompress.kernels._triton.segment_mean import default_config
+
+    assert default_config(1568, 3584, 2) == (8, 512, 4)  # LLaVA-OV 32 frames -> 25 %: 196 x 7 programs
+    assert default_config(627, 3584, 2) == (8, 512, 4)  # -> 10 %: 79 x 7 = 553 programs, >= 4 per SM
+    assert default_config(627, 3584, 4) == (8, 256, 4)  # fp32: 1 KiB of a row per program
+    assert default_config(100, 3584, 2) == (1, 512, 4)  # few segments: BLOCK_K halves until 4 x 132 programs
+    assert default_config(3, 40, 4) == (1, 64, 4)  # a small D is covered by one block
+
+
 # ---------------------------------------------------------------------------------------- adjacent similarity, by hand
 
 
