@@ -36,6 +36,7 @@ from vidcompress.kernels import (
     aligned_above,
     aligned_cosine,
     best_match,
+    diversity_partition,
     greedy_kcenter,
     greedy_mmr,
     segment_mean,
@@ -186,6 +187,10 @@ class Bench:
             f"greedy MMR, {budget}/frame":
                 lambda x, u: greedy_mmr(x, importance, budgets, budget, use_triton=u, validate=False),
         }
+        pool = target_count((t, h, w), 0.1)
+        greedy_cases[f"greedy k-center, global pool of {t * n}, {pool} picks"] = (
+            lambda x, u: greedy_kcenter(x.reshape(1, t * n, d), pool, pool, use_triton=u, validate=False)
+        )
         for op, call in greedy_cases.items():
             ref = self.time(lambda x: call(x, False), videos)
             kernel, agree = None, {}
@@ -195,6 +200,20 @@ class Bench:
                 frames_equal = (got.order == want.order).all(dim=1).float().mean().item()
                 agree = {"frames_identical": frames_equal, "agree": frames_equal == 1.0}
             self.add(name, op, kernel, ref, video_bytes, copy_tbs, agree)
+
+        unit = torch.nn.functional.normalize(videos[0].float(), dim=-1)
+        similarity = torch.bmm(unit, unit.transpose(1, 2))
+        residual = torch.argsort(torch.rand(t, n, device=device), dim=1)[:, budget // 2:]
+        keep = budget - budget // 2
+        ref = self.time(lambda s: diversity_partition(s, residual, keep, 8, use_triton=False), [similarity])
+        kernel, agree = None, {}
+        if self.triton:
+            kernel = self.time(lambda s: diversity_partition(s, residual, keep, 8, use_triton=True), [similarity])
+            same = diversity_partition(similarity, residual, keep, 8, use_triton=True) == diversity_partition(
+                similarity, residual, keep, 8, use_triton=False)
+            agree = {"frames_identical": same.all(dim=1).float().mean().item(), "agree": bool(same.all())}
+        self.add(name, f"diversity partition {n - budget // 2} -> {keep}/frame", kernel, ref,
+                 similarity.numel() * 4, copy_tbs, agree)
 
 
 SWEEP_CONFIGS = [  # (BLOCK_K, BLOCK_D, num_warps) for the bf16 sizes; the default is marked in the output
