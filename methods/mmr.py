@@ -44,7 +44,8 @@ class MMR(Compressor):
     Like the reference we build the full ``N × N`` similarity matrix (one GEMM, fp16 tensor cores for half-precision
     features) and run the greedy loop in one Triton program on CUDA (:func:`~vidcompress.kernels.greedy_mmr`);
     pools above :data:`~vidcompress.kernels.MAX_TOKENS` tokens fall back to a step loop with a running
-    best-similarity vector (same picks, ``O(K·N·D)``). IDPruner's ``ratio`` is the *drop* ratio: ``retention = 1 − ratio``.
+    best-similarity vector (same picks, ``O(K·N·D)``). IDPruner's ``ratio`` is the *drop* ratio:
+    ``retention = 1 − ratio``.
     ``pool="per_frame"`` (ours, not in the reference) splits the budget evenly over frames and runs MMR in each frame.
 
     Args:

@@ -385,7 +385,8 @@ def main() -> None:
             print(f"| {row['size']} | {row['method']} | {row['retention']} | {row['ms']:.3f} | "
                   f"{row['tokens_out'] if 'error' not in row else row['error']} |")
     if sweep_rows:
-        print("\n| size | retention | BLOCK_K, BLOCK_D, warps | ms | % of copy | agrees |\n| --- | --- | --- | --- | --- | --- |")
+        print("\n| size | retention | BLOCK_K, BLOCK_D, warps | ms | % of copy | agrees |")
+        print("| --- | --- | --- | --- | --- | --- |")
         for row in sweep_rows:
             mark = " (default)" if row["default"] else ""
             print(f"| {row['size']} | {row['retention']} | {row['config']}{mark} | {row['ms']:.4f} | "
@@ -394,7 +395,8 @@ def main() -> None:
     now = dt.datetime.now(dt.timezone.utc)
     record = {"command": " ".join([sys.executable, *sys.argv]), "gpu": gpu, "versions": versions(),
               "date": now.isoformat(timespec="seconds"), "dtype": "bfloat16", "warmup": args.warmup,
-              "runs": args.runs, "device_time": args.device_time, "rows": bench.rows, "methods": method_rows, "sweep": sweep_rows}
+              "runs": args.runs, "device_time": args.device_time, "rows": bench.rows, "methods": method_rows,
+              "sweep": sweep_rows}
     slug = "".join(c if c.isalnum() else "-" for c in gpu.lower()).strip("-")
     path = args.out or RESULTS_DIR / f"kernels-{slug}-{now:%Y%m%d-%H%M%S}.json"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -47,7 +47,9 @@ def diversity_partition(
         ``[B, keep]`` int64 token indices in partition order.
     """
     if similarity.ndim != 3 or similarity.shape[1] != similarity.shape[2] or similarity.dtype != torch.float32:
-        raise ValueError(f"similarity must be a float32 [B, N, N] tensor, got {similarity.dtype} {tuple(similarity.shape)}")
+        raise ValueError(
+            f"similarity must be a float32 [B, N, N] tensor, got {similarity.dtype} {tuple(similarity.shape)}"
+        )
     if residual.ndim != 2 or residual.shape[0] != similarity.shape[0] or residual.dtype != torch.long:
         raise ValueError(f"residual must be an int64 [B={similarity.shape[0]}, R] tensor, got {tuple(residual.shape)}")
     if isinstance(keep, bool) or not isinstance(keep, int) or not 0 <= keep <= residual.shape[1]:

@@ -6,8 +6,9 @@ returned in the input dtype. **A row without members, or whose member weights su
 
 The Triton path is a sorted segment reduction (CSR: members sorted by segment, plus ``K + 1`` offsets): one program
 per (``BLOCK_K`` segments, ``BLOCK_D`` columns) gathers one member row of each of its segments per step and writes
-its output tile once; no atomics, so the result is deterministic (design notes in ``_triton/segment_mean.py``). The CSR is built on the device by a stable sort and ``searchsorted`` (no host sync);
-groupings that are already in CSR order can skip the sort through :func:`segment_mean_csr`.
+its output tile once; no atomics, so the result is deterministic (design notes in ``_triton/segment_mean.py``).
+The CSR is built on the device by a stable sort and ``searchsorted`` (no host sync); groupings that are already in
+CSR order can skip the sort through :func:`segment_mean_csr`.
 """
 
 from __future__ import annotations
