@@ -8,9 +8,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from methods.uniform import frame_budgets
-from methods.vidcom2 import VidCom2
 from vidcompress import VideoTokens, get_compressor, target_count
+from vidcompress.methods.uniform import frame_budgets
+from vidcompress.methods.vidcom2 import VidCom2
 from vidcompress.ops.budgets import picks_to_flat
 from vidcompress.ops.dpc_knn import rank_desc
 from vidcompress.ops.greedy import farthest_point_select, mmr_select
