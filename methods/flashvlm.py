@@ -6,6 +6,8 @@ import torch
 
 from vidcompress.assemble import select_tokens
 from vidcompress.compressor import Compressor
+from vidcompress.kernels import diversity_partition
+from vidcompress.ops.budgets import int_tensor_on
 from vidcompress.ops.similarity import minmax, query_relevance, unit_vectors
 from vidcompress.registry import register_compressor
 from vidcompress.tokens import CompressedTokens, VideoTokens
@@ -119,29 +121,23 @@ class FlashVLM(Compressor):
         fused = torch.exp((1.0 - self.eta) * torch.log(saliency) + self.eta * torch.log(relevance))
         return minmax(fused)
 
-    def partition(self, unit: torch.Tensor, residual: torch.Tensor, keep: int) -> torch.Tensor:
-        """VisPruner's diversity partition of ``residual [B, R]`` (token indices per row) down to ``keep`` tokens."""
-        if keep == 0:
-            return residual[:, :0]
-        rows = torch.arange(unit.shape[0], device=unit.device)[:, None]
-        while (drop := min(self.partition_step, residual.shape[1] - keep)) > 0:
-            even, odd = residual[:, ::2], residual[:, 1::2]
-            redundancy = (unit[rows, even] @ unit[rows, odd].transpose(1, 2)).amax(dim=-1)
-            order = torch.sort(redundancy, dim=1, descending=True, stable=True).indices[:, drop:]
-            residual = torch.cat([even.gather(1, order), odd], dim=1)
-        return residual
+    def partition(self, similarity: torch.Tensor, residual: torch.Tensor, keep: int) -> torch.Tensor:
+        """VisPruner's diversity partition of ``residual [B, R]`` (token indices per row) down to ``keep`` tokens,
+        on the rows' cosine matrices ``similarity [B, N, N]`` (one Triton launch on CUDA)."""
+        return diversity_partition(similarity, residual, keep, self.partition_step)
 
     def compress(self, tokens: VideoTokens, count: int) -> CompressedTokens:
         t, h, w = tokens.grid
         n = h * w
         order = torch.sort(self.fused_score(tokens), dim=1, descending=True, stable=True).indices
         unit = unit_vectors(tokens.features)
-        budgets = torch.tensor(frame_budgets(t, count))
+        similarity = unit @ unit.transpose(1, 2)  # [T, N, N] float32
+        budgets = frame_budgets(t, count)
         kept = []
-        for budget in torch.unique(budgets).tolist():  # at most two distinct budgets: frames batched by budget
-            frames = torch.nonzero(budgets == budget).squeeze(1).to(order.device)
+        for budget in sorted(set(budgets)):  # at most two distinct budgets: frames batched by budget
+            frames = int_tensor_on(tuple(f for f, b in enumerate(budgets) if b == budget), order.device)
             important = int(self.important_ratio * budget)
-            diverse = self.partition(unit[frames], order[frames, important:], budget - important)
+            diverse = self.partition(similarity[frames], order[frames, important:], budget - important)
             chosen = torch.cat([order[frames, :important], diverse], dim=1)
             kept.append((chosen + frames[:, None] * n).reshape(-1))
         return select_tokens(tokens, torch.cat(kept))

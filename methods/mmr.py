@@ -6,7 +6,8 @@ import torch
 
 from vidcompress.assemble import select_tokens
 from vidcompress.compressor import Compressor
-from vidcompress.ops.budgets import picks_to_flat
+from vidcompress.kernels import MAX_TOKENS, greedy_mmr
+from vidcompress.ops.budgets import int_tensor_on, picks_to_flat
 from vidcompress.ops.greedy import mmr_select
 from vidcompress.ops.similarity import minmax, query_relevance
 from vidcompress.registry import register_compressor
@@ -40,8 +41,11 @@ class MMR(Compressor):
       before sharpening, ``VideoTokens.query``);
     * ``importance="norm"``: the L2 norm of the projected feature (free, weakest signal).
 
-    The reference builds the full ``N × N`` similarity matrix; we keep a running best-similarity vector instead
-    (same picks, ``O(K·N·D)``). IDPruner's ``ratio`` is the *drop* ratio: ``retention = 1 − ratio``.
+    Like the reference we build the full ``N × N`` similarity matrix (one GEMM, fp16 tensor cores for half-precision
+    features) and run the greedy loop in one Triton program on CUDA (:func:`~vidcompress.kernels.greedy_mmr`);
+    pools above :data:`~vidcompress.kernels.MAX_TOKENS` tokens fall back to a step loop with a running
+    best-similarity vector (same picks, ``O(K·N·D)``). IDPruner's ``ratio`` is the *drop* ratio:
+    ``retention = 1 − ratio``.
     ``pool="per_frame"`` (ours, not in the reference) splits the budget evenly over frames and runs MMR in each frame.
 
     Args:
@@ -95,8 +99,14 @@ class MMR(Compressor):
         importance = self.raw_importance(tokens)
         if self.pool == "global":
             features = tokens.features.reshape(1, t * h * w, -1)
-            picks = mmr_select(features, minmax(importance.reshape(1, -1)), count, mmr_lambda=self.mmr_lambda)
+            pooled = minmax(importance.reshape(1, -1))
+            if features.shape[1] > MAX_TOKENS:
+                return select_tokens(tokens, mmr_select(features, pooled, count, mmr_lambda=self.mmr_lambda)[0])
+            picks = greedy_mmr(features, pooled, count, count, self.mmr_lambda, validate=False).order
             return select_tokens(tokens, picks[0])
         budgets = frame_budgets(t, count)
-        picks = mmr_select(tokens.features, minmax(importance), max(budgets), mmr_lambda=self.mmr_lambda)
+        device_budgets = int_tensor_on(tuple(budgets), tokens.features.device)
+        picks = greedy_mmr(
+            tokens.features, minmax(importance), device_budgets, max(budgets), self.mmr_lambda, validate=False
+        ).order
         return select_tokens(tokens, picks_to_flat(picks, budgets, h * w))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
-from vidcompress.assemble import select_tokens
+from vidcompress.assemble import host_to_device, select_tokens
 from vidcompress.compressor import Compressor
 from vidcompress.registry import register_compressor
 from vidcompress.tokens import CompressedTokens, VideoTokens
@@ -23,6 +25,12 @@ class RandomPruning(Compressor):
         self.seed = int(seed)
 
     def compress(self, tokens: VideoTokens, count: int) -> CompressedTokens:
-        generator = torch.Generator().manual_seed(self.seed)
-        indices = torch.randperm(tokens.num_tokens, generator=generator)[:count]
-        return select_tokens(tokens, indices)
+        return select_tokens(tokens, random_indices(self.seed, tokens.num_tokens, count, tokens.features.device))
+
+
+@functools.lru_cache(maxsize=64)
+def random_indices(seed: int, num_tokens: int, count: int, device: torch.device) -> torch.Tensor:
+    """``count`` of ``num_tokens`` flat indices drawn by a CPU generator seeded with ``seed``, on ``device``; cached
+    per argument tuple (no work, no copy after the first call). Callers must not modify the returned tensor."""
+    generator = torch.Generator().manual_seed(seed)
+    return host_to_device(torch.randperm(num_tokens, generator=generator)[:count], device)

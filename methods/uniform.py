@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 
-from vidcompress.assemble import select_tokens
+from vidcompress.assemble import host_to_device, select_tokens
 from vidcompress.compressor import Compressor
 from vidcompress.registry import register_compressor
 from vidcompress.tokens import CompressedTokens, VideoTokens
@@ -14,7 +15,11 @@ from vidcompress.tokens import CompressedTokens, VideoTokens
 
 def frame_budgets(num_frames: int, count: int) -> list[int]:
     """Split ``count`` tokens over frames as evenly as possible; the remainder goes to frames at the centres of
-    equal time intervals."""
+    equal time intervals. No frames take no tokens."""
+    if num_frames == 0:
+        if count:
+            raise ValueError(f"cannot split {count} tokens over no frames")
+        return []
     base, remainder = divmod(count, num_frames)
     budgets = [base] * num_frames
     for j in range(remainder):
@@ -54,10 +59,15 @@ class Uniform(Compressor):
     """
 
     def compress(self, tokens: VideoTokens, count: int) -> CompressedTokens:
-        t, h, w = tokens.grid
-        indices = [
-            frame * h * w + cell
-            for frame, budget in enumerate(frame_budgets(t, count))
-            for cell in lattice(h, w, budget)
-        ]
-        return select_tokens(tokens, torch.tensor(indices, dtype=torch.long))
+        return select_tokens(tokens, uniform_indices(tokens.grid, count, tokens.features.device))
+
+
+@functools.lru_cache(maxsize=64)
+def uniform_indices(grid: tuple[int, int, int], count: int, device: torch.device) -> torch.Tensor:
+    """Flat indices kept by :class:`Uniform`, on ``device``; cached per (grid, count, device), so a call after the
+    first one neither computes nor copies anything. Callers must not modify the returned tensor."""
+    t, h, w = grid
+    indices = [
+        frame * h * w + cell for frame, budget in enumerate(frame_budgets(t, count)) for cell in lattice(h, w, budget)
+    ]
+    return host_to_device(torch.tensor(indices, dtype=torch.long), device)

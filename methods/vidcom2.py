@@ -85,18 +85,23 @@ class VidCom2(Compressor):
 
     def compress(self, tokens: VideoTokens, count: int) -> CompressedTokens:
         budgets, score = self.frame_budgets(tokens)
-        keep = rank_desc(-score) < budgets[:, None]  # lowest score first within each frame
+        keep = (rank_desc(-score) < budgets[:, None]).reshape(-1)  # lowest score first within each frame
         if self.exact:
-            keep = self._reconcile(keep.reshape(-1), score.reshape(-1), count)
-        return select_tokens(tokens, torch.nonzero(keep.reshape(-1)).squeeze(1))
+            return select_tokens(tokens, self._reconcile(keep, score.reshape(-1), count))
+        return select_tokens(tokens, torch.nonzero(keep).squeeze(1))  # native count: a data-dependent size
 
     @staticmethod
     def _reconcile(keep: torch.Tensor, score: torch.Tensor, count: int) -> torch.Tensor:
-        surplus = int(keep.sum()) - count
-        if surplus > 0:  # drop the kept tokens with the highest score
-            rank = rank_desc(torch.where(keep, score, torch.full_like(score, float("-inf")))[None])[0]
-            return keep & (rank >= surplus)
-        if surplus < 0:  # add the dropped tokens with the lowest score
-            rank = rank_desc(torch.where(keep, torch.full_like(score, float("-inf")), -score)[None])[0]
-            return keep | (rank < -surplus)
-        return keep
+        """Flat indices of exactly ``count`` tokens: from a surplus, the kept tokens with the highest score are
+        dropped (ties: lower index first); to fill a shortfall, the dropped tokens with the lowest score are added
+        (ties: lower index first).
+
+        Both are one order: kept tokens first, each part by ascending score, kept ties by descending index and
+        dropped ties by ascending index; the first ``count`` of it are the answer. Built from three stable sorts
+        (least significant key first), so no count is read back to the host.
+        """
+        index = torch.arange(keep.shape[0], device=keep.device)
+        order = torch.sort(torch.where(keep, -index, index), stable=True).indices
+        order = order[torch.sort(score[order], stable=True).indices]
+        order = order[torch.sort((~keep[order]).to(torch.uint8), stable=True).indices]
+        return order[:count]

@@ -9,7 +9,7 @@ import torch
 
 from vidcompress.assemble import merge_tokens
 from vidcompress.compressor import Compressor
-from vidcompress.ops.budgets import top_per_row
+from vidcompress.ops.budgets import int_tensor_on, top_per_row
 from vidcompress.ops.similarity import cosine_similarity
 from vidcompress.registry import register_compressor
 from vidcompress.tokens import CompressedTokens, VideoTokens
@@ -82,8 +82,8 @@ class VisionZip(Compressor):
         n = h * w
         device = tokens.features.device
         splits = [self.split(budget) for budget in frame_budgets(t, count)]
-        dominant_count = torch.tensor([d for d, _ in splits], device=device)
-        contextual_count = torch.tensor([c for _, c in splits], device=device)
+        dominant_count = int_tensor_on(tuple(d for d, _ in splits), device)
+        contextual_count = int_tensor_on(tuple(c for _, c in splits), device)
         assert tokens.attention is not None  # checked by Compressor.__call__
         dominant = top_per_row(tokens.attention.to(torch.float32), dominant_count)
 
@@ -101,14 +101,17 @@ class VisionZip(Compressor):
         own = torch.arange(t * n, device=device).reshape(t, n)
         root = torch.where(dominant | target, own, joined_target + offsets)
         root = torch.where(dominant | target | (remaining & has_target), root, torch.full_like(root, -1)).reshape(-1)
-        return self.merge(tokens, (dominant | target).reshape(-1), root)
+        return self.merge(tokens, (dominant | target).reshape(-1), root, count)
 
-    def merge(self, tokens: VideoTokens, is_root: torch.Tensor, root: torch.Tensor) -> CompressedTokens:
-        """Merge every token into its ``root`` (flat index, ``-1`` dropped) by the ``contextual_merge`` rule."""
+    def merge(self, tokens: VideoTokens, is_root: torch.Tensor, root: torch.Tensor, count: int) -> CompressedTokens:
+        """Merge every token into its ``root`` (flat index, ``-1`` dropped) by the ``contextual_merge`` rule; there
+        are exactly ``count`` roots (each frame's dominant plus target tokens make its budget)."""
         group_of_root = torch.cumsum(is_root.long(), dim=0) - 1
         kept = root >= 0
         group = torch.where(kept, group_of_root[root.clamp(min=0)], torch.full_like(root, -1))
-        representative = torch.nonzero(is_root).squeeze(1)
+        index = torch.arange(is_root.shape[0], device=is_root.device)
+        # the roots in index order, without a data-dependent shape: non-roots sort past the end
+        representative = torch.sort(torch.where(is_root, index, is_root.shape[0])).values[:count]
         if self.contextual_merge == "mean":
             return merge_tokens(tokens, group, representative)
         # reference: root + mean(others) = 2 · weighted mean with weight 1/2 on the root and 1/(2m) on each of m others

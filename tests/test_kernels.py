@@ -26,6 +26,7 @@ from vidcompress.kernels import (  # noqa: E402
     aligned_above,
     aligned_cosine,
     best_match,
+    diversity_partition,
     greedy_kcenter,
     greedy_mmr,
     segment_mean,
@@ -139,6 +140,76 @@ def test_segment_mean_long_segment_and_block_sizes() -> None:
     out = segment_mean(features, source, 3, out=_poisoned_like((3, 37), torch.float32), use_triton=True)
     _assert_close(out, segment_mean(features, source, 3, use_triton=False), torch.float32)
     assert torch.equal(out[2], torch.zeros(37))
+
+
+@pytest.mark.parametrize("config", [(1, 16, 1), (4, 16, 2), (8, 32, 4), (16, 64, 4)])
+def test_segment_mean_launch_configs_agree(config: tuple[int, int, int]) -> None:
+    """Every (BLOCK_K, BLOCK_D, warps) of the tuning sweep gives the same rows: uneven and empty segments, a
+    segment block running past K, columns running past D, weights."""
+    features = _random(3, 90, 40)
+    lengths = [0, 1, 7, 0, 2, 30, 1, 1, 3, 0, 5]  # 50 members, 11 segments; the rest dropped
+    source = torch.full((90,), -1, dtype=torch.long)
+    members = torch.randperm(90, generator=torch.Generator().manual_seed(1))[: sum(lengths)]
+    source[members] = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths))
+    weights = torch.rand(90, generator=torch.Generator().manual_seed(2))
+    csr_members, offsets = segment_offsets(source, len(lengths))
+    for w in (None, weights):
+        out = _poisoned_like((len(lengths), 40), torch.float32)
+        segment_mean_csr(features, csr_members, offsets, w, out=out, use_triton=True, config=config)
+        _assert_close(out, segment_mean(features, source, len(lengths), w, use_triton=False), torch.float32)
+        assert torch.equal(out[[0, 3, 9]], torch.zeros(3, 40))
+
+
+def test_segment_mean_default_config_fills_the_gpu() -> None:
+    from vidcompress.kernels._triton.segment_mean import default_config
+
+    assert default_config(1568, 3584, 2) == (8, 512, 4)  # LLaVA-OV 32 frames -> 25 %: 196 x 7 programs
+    assert default_config(627, 3584, 2) == (8, 512, 4)  # -> 10 %: 79 x 7 = 553 programs, >= 4 per SM
+    assert default_config(627, 3584, 4) == (8, 256, 4)  # fp32: 1 KiB of a row per program
+    assert default_config(100, 3584, 2) == (1, 512, 4)  # few segments: BLOCK_K halves until 4 x 132 programs
+    assert default_config(3, 40, 4) == (1, 64, 4)  # a small D is covered by one block
+
+
+# ----------------------------------------------------------------------------------------------- diversity partition
+
+
+def _symmetric(size: int, entries: dict[tuple[int, int], float]) -> torch.Tensor:
+    matrix = torch.eye(size)
+    for (i, j), value in entries.items():
+        matrix[i, j] = matrix[j, i] = value
+    return matrix
+
+
+@pytest.mark.parametrize("use_triton", [False, True])
+def test_partition_by_hand(use_triton: bool) -> None:
+    # round 1 (drop 1): evens 0, 2, 4 score 0.1, 0.9, 0.5 against odds 1, 3 -> drop 2 -> [4, 0] + [1, 3]
+    # round 2 (drop 1): evens 4, 1 score max(S40, S43) = 0.3, max(S10, S13) = 0.8 against odds 0, 3 -> drop 1
+    similarity = _symmetric(5, {(0, 1): 0.1, (1, 2): 0.9, (1, 4): 0.5, (3, 4): 0.2, (0, 4): 0.3, (1, 3): 0.8})[None]
+    residual = torch.tensor([[0, 1, 2, 3, 4]])
+    out = diversity_partition(similarity, residual, keep=3, step=1, use_triton=use_triton)
+    assert out.tolist() == [[4, 0, 3]]
+
+
+@given(
+    frames=st.integers(1, 3),
+    tokens=st.integers(2, 30),
+    keep_share=st.floats(0.0, 1.0),
+    step=st.integers(1, 9),
+    tied=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+@FAST
+def test_partition_triton_agrees(frames: int, tokens: int, keep_share: float, step: int, tied: bool, seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    unit = torch.nn.functional.normalize(torch.randn(frames, tokens, 6, generator=generator), dim=-1)
+    if tied:  # coarse vectors: many exactly equal cosines, so the stable tie rules are exercised
+        unit = torch.round(unit * 2) / 2
+    similarity = torch.bmm(unit, unit.transpose(1, 2))
+    length = max(1, tokens - seed % tokens)
+    residual = torch.stack([torch.randperm(tokens, generator=generator)[:length] for _ in range(frames)])
+    keep = round(keep_share * length)
+    expected = diversity_partition(similarity, residual, keep, step, use_triton=False)
+    assert torch.equal(diversity_partition(similarity, residual, keep, step, use_triton=True), expected)
 
 
 # ---------------------------------------------------------------------------------------- adjacent similarity, by hand

@@ -9,9 +9,21 @@ from __future__ import annotations
 
 import torch
 
+from .kernels import segment_mean
 from .tokens import CompressedTokens, VideoTokens
 
-__all__ = ["identity", "select_tokens", "merge_tokens"]
+__all__ = ["identity", "select_tokens", "merge_tokens", "host_to_device"]
+
+
+def host_to_device(values: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Copy a host tensor to ``device`` without blocking the host: through pinned memory onto a CUDA device.
+
+    For indices that depend on the grid and the count only (cache the result per device): the copy is queued on the
+    current stream, so no host synchronisation happens even on the first call.
+    """
+    if device.type != "cuda":
+        return values.to(device)
+    return values.pin_memory().to(device, non_blocking=True)
 
 
 def identity(tokens: VideoTokens) -> CompressedTokens:
@@ -26,9 +38,10 @@ def identity(tokens: VideoTokens) -> CompressedTokens:
 def select_tokens(tokens: VideoTokens, indices: torch.Tensor) -> CompressedTokens:
     """Keep the tokens at flat ``indices`` (any order, no duplicates); drop the rest.
 
-    Output rows follow temporal-then-raster order whatever the order of ``indices``.
+    Output rows follow temporal-then-raster order whatever the order of ``indices``. Pass ``indices`` on the
+    features' device (or pinned on the host) on the hot path: a pageable host tensor is copied synchronously.
     """
-    keep = torch.sort(indices.to(device=tokens.features.device, dtype=torch.long)).values
+    keep = torch.sort(indices.to(device=tokens.features.device, dtype=torch.long, non_blocking=True)).values
     source = torch.full((tokens.num_tokens,), -1, dtype=torch.long, device=keep.device)
     source[keep] = torch.arange(keep.shape[0], device=keep.device)
     return CompressedTokens(
@@ -54,7 +67,9 @@ def merge_tokens(
         weights: optional ``[T*N]`` non-negative member weights (e.g. HoliTom's ``beta`` for the centre).
 
     Returns:
-        ``G`` output rows in the order of their representatives; ``source`` renumbered accordingly.
+        ``G`` output rows in the order of their representatives; ``source`` renumbered accordingly. The means are
+        :func:`~vidcompress.kernels.segment_mean` (float32 accumulation; the Triton kernel on CUDA); a group whose
+        weights sum to zero is all zeros.
     """
     device = tokens.features.device
     group = group.to(device=device, dtype=torch.long)
@@ -66,13 +81,9 @@ def merge_tokens(
     rank[order] = torch.arange(num_groups, device=device)
     kept = group >= 0
     source = torch.where(kept, rank[group.clamp(min=0)], torch.full_like(group, -1))
-    features = tokens.flat_features
-    member_weight = kept.to(torch.float32) if weights is None else weights.to(torch.float32) * kept
-    sums = torch.zeros(num_groups, features.shape[1], dtype=torch.float32, device=device)
-    sums.index_add_(0, source.clamp(min=0), features.to(torch.float32) * member_weight[:, None])
-    totals = torch.zeros(num_groups, dtype=torch.float32, device=device)
-    totals.index_add_(0, source.clamp(min=0), member_weight)
-    merged = (sums / totals[:, None]).to(features.dtype)
+    if weights is not None:
+        weights = weights.to(device=device, dtype=torch.float32)
+    merged = segment_mean(tokens.flat_features, source, num_groups, weights, validate=False)
     reps = representative[order]
     return CompressedTokens(
         features=merged, positions=tokens.flat_positions[reps], source=source, representatives=reps

@@ -8,20 +8,24 @@ host (except the optional ``validate`` checks), and accumulates in float32 whate
 * :mod:`.segment_mean` — merge tokens into ``K`` groups (sorted segment reduction, no atomics).
 * :mod:`.adjacent_similarity` — cosine between frames: position-aligned, thresholded, and best match.
 * :mod:`.greedy` — per-frame greedy k-center and MMR selection, all frames in one launch.
+* :mod:`.partition` — VisPruner's even/odd diversity partition (FlashVLM), every round of every frame in one launch.
 """
 
 from ._dispatch import DISABLE_ENV, resolve_use_triton, triton_available
 from .adjacent_similarity import BestMatch, aligned_above, aligned_cosine, best_match
-from .greedy import GreedySelection, frame_cosine, greedy_kcenter, greedy_mmr
+from .greedy import MAX_TOKENS, GreedySelection, frame_cosine, greedy_kcenter, greedy_mmr
+from .partition import diversity_partition
 from .segment_mean import segment_mean, segment_mean_csr, segment_offsets
 
 __all__ = [
     "DISABLE_ENV",
+    "MAX_TOKENS",
     "BestMatch",
     "GreedySelection",
     "aligned_above",
     "aligned_cosine",
     "best_match",
+    "diversity_partition",
     "frame_cosine",
     "greedy_kcenter",
     "greedy_mmr",

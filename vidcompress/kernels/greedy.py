@@ -15,8 +15,10 @@ DivPrune loop does not mask them, which only matters for duplicated tokens); the
 taking the second-smallest value of the column (the same unless ``1 - cos(x, x)`` is not the column minimum); a
 zero feature vector has cosine 0 to everything instead of NaN. Ties go to the lowest index.
 
-The Triton path runs one program per frame with the running score vector on chip; the PyTorch path loops over
-the ``max_budget`` steps on the host, batched over frames.
+The Triton path runs one program per frame with the running score vector on chip (the k-center seed scores come
+from one parallel reduction beforehand); the PyTorch path loops over the ``max_budget`` steps on the host, batched
+over frames. A "frame" can be a whole video (``x`` of shape ``[1, T*N, D]``, DivPrune's global pool): one program
+then walks ``N`` up to :data:`MAX_TOKENS` tokens.
 """
 
 from __future__ import annotations
@@ -29,15 +31,20 @@ import torch
 from ._dispatch import resolve_use_triton
 
 __all__ = [
+    "MAX_TOKENS",
     "GreedySelection",
     "frame_cosine",
     "greedy_kcenter",
     "greedy_mmr",
     "kcenter_reference",
+    "seed_distance",
     "mmr_reference",
 ]
 
 EPS = 1e-8
+#: Most tokens per frame the Triton path holds in one program (the score vector lives in registers, 16 per thread
+#: at 32 warps); the PyTorch path has no limit.
+MAX_TOKENS = 16384
 
 
 class GreedySelection(NamedTuple):
@@ -52,10 +59,29 @@ class GreedySelection(NamedTuple):
 
 
 def frame_cosine(x: torch.Tensor) -> torch.Tensor:
-    """``[T, N, N]`` float32 cosine similarity of the tokens of each frame of ``x`` ``[T, N, D]``."""
+    """``[T, N, N]`` float32 cosine similarity of the tokens of each frame of ``x`` ``[T, N, D]``.
+
+    Norms are taken in float32. For half-precision inputs (fp16 / bf16) the unit vectors are rounded to fp16 and
+    multiplied on the tensor cores (fp32 accumulation, fp16 result: ~5e-4 resolution near 1), as the references do
+    in the model dtype (DivPrune's ``torch.mm`` on bf16 features rounds to ~4e-3); float32 inputs stay float32.
+    """
     unit = x.float()
     unit = unit / torch.linalg.vector_norm(unit, dim=-1, keepdim=True).clamp(min=EPS)
-    return torch.bmm(unit, unit.transpose(1, 2))
+    if x.dtype in (torch.float16, torch.bfloat16):
+        unit = unit.to(torch.float16)
+    return torch.bmm(unit, unit.transpose(1, 2)).float()
+
+
+def seed_distance(similarity: torch.Tensor) -> torch.Tensor:
+    """``[T, N]`` k-center seed score: the cosine distance of each token to its nearest other token of its frame,
+    ``min_{i != j} (1 - S[i, j])`` over the column, ``0`` for a frame of one token. One parallel reduction (the
+    diagonal is set aside in place and restored), so the serial selection loop starts from it."""
+    diagonal = similarity.diagonal(dim1=1, dim2=2)
+    saved = diagonal.clone()
+    diagonal.fill_(float("-inf"))
+    nearest = 1.0 - similarity.amax(dim=1)
+    diagonal.copy_(saved)
+    return torch.where(nearest == float("inf"), torch.zeros_like(nearest), nearest)
 
 
 def _ascending(order: torch.Tensor, num_tokens: int) -> torch.Tensor:
@@ -70,10 +96,8 @@ def kcenter_reference(
     """PyTorch path of :func:`greedy_kcenter` on a float32 ``similarity`` ``[T, N, N]``; returns ``order``."""
     frames, num_tokens, _ = similarity.shape
     device = similarity.device
+    nearest = seed_distance(similarity)
     distance = 1.0 - similarity
-    diagonal = torch.eye(num_tokens, dtype=torch.bool, device=device)
-    nearest = distance.masked_fill(diagonal, float("inf")).amin(dim=1)
-    nearest = torch.where(nearest == float("inf"), torch.zeros_like(nearest), nearest)
     min_distance = torch.full_like(nearest, float("inf"))
     return _greedy_loop(
         frames,
@@ -226,7 +250,8 @@ def greedy_kcenter(
     from ._triton.greedy import launch_kcenter
 
     order = torch.empty(x.shape[0], max_budget, dtype=torch.long, device=x.device) if out is None else out.order
-    launch_kcenter(similarity.contiguous(), scale, budgets, order)
+    similarity = similarity.contiguous()
+    launch_kcenter(similarity, seed_distance(similarity), scale, budgets, order)
     return _finish(order, x.shape[1], out)
 
 

@@ -5,9 +5,10 @@ Output row ``k`` is the (optionally weighted) mean of the features of its member
 returned in the input dtype. **A row without members, or whose member weights sum to zero, is all zeros.**
 
 The Triton path is a sorted segment reduction (CSR: members sorted by segment, plus ``K + 1`` offsets): one program
-per (segment, ``BLOCK_D`` columns) reads its members' slices and writes its output slice once; no atomics, so the
-result is deterministic. The CSR is built on the device by a stable sort and ``searchsorted`` (no host sync);
-groupings that are already in CSR order can skip the sort through :func:`segment_mean_csr`.
+per (``BLOCK_K`` segments, ``BLOCK_D`` columns) gathers one member row of each of its segments per step and writes
+its output tile once; no atomics, so the result is deterministic (design notes in ``_triton/segment_mean.py``).
+The CSR is built on the device by a stable sort and ``searchsorted`` (no host sync); groupings that are already in
+CSR order can skip the sort through :func:`segment_mean_csr`.
 """
 
 from __future__ import annotations
@@ -24,9 +25,14 @@ def segment_offsets(source: torch.Tensor, num_segments: int) -> tuple[torch.Tens
 
     The members of segment ``k`` are ``members[offsets[k]:offsets[k + 1]]``; dropped tokens (``-1``) come before
     ``offsets[0]`` and are never read. Runs on ``source``'s device without reading data back to the host.
+
+    Cost: one stable sort of the narrowest signed key that holds ``-1 .. K`` (int16 up to ``K = 32766``: a radix
+    sort of 6-12 k int16 keys is two 8-bit passes, ~15-20 us on an H100 — four times fewer passes than int64 keys)
+    and one ``searchsorted`` of ``K + 1`` boundaries (a few us).
     """
-    sorted_source, members = torch.sort(source, stable=True)
-    boundaries = torch.arange(num_segments + 1, device=source.device, dtype=sorted_source.dtype)
+    key_dtype = torch.int16 if num_segments < torch.iinfo(torch.int16).max else torch.int32
+    sorted_source, members = torch.sort(source.to(key_dtype), stable=True)
+    boundaries = torch.arange(num_segments + 1, device=source.device, dtype=key_dtype)
     offsets = torch.searchsorted(sorted_source, boundaries)
     return members, offsets
 
@@ -135,9 +141,8 @@ def segment_mean(
     _check_out(out, (num_segments, features.shape[1]), features)
     if validate and source.numel() and not bool(((source >= -1) & (source < num_segments)).all()):
         raise ValueError(f"source values must lie in [-1, {num_segments}) for num_segments={num_segments}")
-    source = source.long()
     if not resolve_use_triton(features, use_triton):
-        result = segment_mean_reference(features, source, num_segments, weights)
+        result = segment_mean_reference(features, source.long(), num_segments, weights)
         return result if out is None else out.copy_(result)
     members, offsets = segment_offsets(source, num_segments)
     return _launch(features, members, offsets, weights, out)
@@ -151,9 +156,11 @@ def segment_mean_csr(
     *,
     out: torch.Tensor | None = None,
     use_triton: bool | None = None,
+    config: tuple[int, int, int] | None = None,
 ) -> torch.Tensor:
     """:func:`segment_mean` for a grouping already in CSR form (see :func:`segment_offsets`); no sort, no checks
-    of the index values. ``offsets`` ``[K + 1]`` must be non-decreasing and index into ``members``."""
+    of the index values. ``offsets`` ``[K + 1]`` must be non-decreasing and index into ``members``. ``config``:
+    Triton launch parameters ``(BLOCK_K, BLOCK_D, num_warps)`` overriding the default (for tuning sweeps)."""
     _check_features(features)
     _check_index("members", members, None, features.device)
     _check_index("offsets", offsets, None, features.device)
@@ -170,7 +177,7 @@ def segment_mean_csr(
         source.scatter_(0, members.long(), torch.where(in_range, segment_of_slot, torch.full_like(slots, -1)))
         result = segment_mean_reference(features, source, num_segments, weights)
         return result if out is None else out.copy_(result)
-    return _launch(features, members, offsets, weights, out)
+    return _launch(features, members, offsets, weights, out, config)
 
 
 def _launch(
@@ -179,12 +186,14 @@ def _launch(
     offsets: torch.Tensor,
     weights: torch.Tensor | None,
     out: torch.Tensor | None,
+    config: tuple[int, int, int] | None = None,
 ) -> torch.Tensor:
-    from ._triton.segment_mean import launch_segment_mean
+    from ._triton.segment_mean import SegmentMeanConfig, launch_segment_mean
 
     if features.shape[1] > 1 and features.stride(1) != 1:
         features = features.contiguous()
     if out is None:
         out = torch.empty(offsets.shape[0] - 1, features.shape[1], dtype=features.dtype, device=features.device)
     weights = None if weights is None else weights.float().contiguous()
-    return launch_segment_mean(features, members.contiguous(), offsets.contiguous(), weights, out)
+    config = None if config is None else SegmentMeanConfig(*config)
+    return launch_segment_mean(features, members.contiguous(), offsets.contiguous(), weights, out, config)

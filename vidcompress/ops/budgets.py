@@ -6,11 +6,14 @@ Frame counts are small (tens to hundreds), so budget arithmetic runs on the host
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 
-__all__ = ["descending_rank", "top_per_row", "picks_to_flat", "proportional_budgets"]
+from vidcompress.assemble import host_to_device
+
+__all__ = ["descending_rank", "top_per_row", "picks_to_flat", "proportional_budgets", "int_tensor_on"]
 
 
 def descending_rank(scores: torch.Tensor) -> torch.Tensor:
@@ -26,13 +29,22 @@ def top_per_row(scores: torch.Tensor, budgets: torch.Tensor) -> torch.Tensor:
     return descending_rank(scores) < budgets.to(scores.device)[:, None]
 
 
+@functools.lru_cache(maxsize=256)
+def int_tensor_on(values: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """Host ints (budgets, frame indices) as an int64 tensor on ``device``, cached per (values, device): copied
+    once through pinned memory, never read back. Callers must not modify the returned tensor."""
+    return host_to_device(torch.tensor(values, dtype=torch.long), device)
+
+
 def picks_to_flat(picks: torch.Tensor, budgets: list[int], row_size: int) -> torch.Tensor:
-    """Flat indices ``b * row_size + pick`` of the first ``budgets[b]`` picks of each row of ``picks [B, k]``."""
+    """Flat indices ``b * row_size + pick`` of the first ``budgets[b]`` picks of each row of ``picks [B, k]``,
+    ascending. The output has ``sum(budgets)`` entries, known on the host, so no data-dependent shape (no sync)."""
     device = picks.device
-    limit = torch.tensor(budgets, dtype=torch.long, device=device)
+    limit = int_tensor_on(tuple(budgets), device)
     keep = torch.arange(picks.shape[1], device=device)[None, :] < limit[:, None]
     offsets = torch.arange(picks.shape[0], device=device)[:, None] * row_size
-    return (picks + offsets)[keep]
+    past_end = torch.full_like(picks, picks.shape[0] * row_size)
+    return torch.sort(torch.where(keep, picks + offsets, past_end).reshape(-1)).values[: sum(budgets)]
 
 
 def proportional_budgets(weights: list[float], total: int, floor: int, cap: int) -> list[int]:

@@ -55,14 +55,15 @@ def cuts_with_minimum(similarity: torch.Tensor, threshold: float, min_segments: 
     Returns the ``[T-1]`` bool mask of cuts. With ``T`` frames there are at most ``T`` segments; this equals the union
     of "every transition below the threshold" and "the ``min_segments - 1`` least similar transitions" (FlashVID's
     complementary segmentation, FastVID's DySeg).
+
+    Sync-free: every transition below the threshold is less similar than every other one, so the result is the
+    ``max(#below, min_segments - 1)`` least similar transitions (ties: lower index), a rank compared on the device.
     """
-    cuts = similarity < threshold
-    missing = min(min_segments - 1, similarity.shape[0]) - int(cuts.sum())
-    if missing > 0:
-        order = smallest_first(similarity.masked_fill(cuts, float("inf")))
-        cuts = cuts.clone()
-        cuts[order[:missing]] = True
-    return cuts
+    below = similarity < threshold
+    wanted = min(min_segments - 1, similarity.shape[0])
+    rank = torch.empty_like(similarity, dtype=torch.long)
+    rank[smallest_first(similarity)] = torch.arange(similarity.shape[0], device=similarity.device)
+    return rank < torch.clamp(below.sum(), min=wanted)
 
 
 def segment_ids(cuts: torch.Tensor) -> torch.Tensor:
@@ -80,10 +81,15 @@ def segment_bounds(ids: torch.Tensor) -> list[tuple[int, int]]:
     return bounds
 
 
-def segment_means(values: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """``[S, ...]`` float32 mean of the rows of ``values`` ``[T, ...]`` in each segment."""
-    count = int(ids.max()) + 1
+def segment_means(values: torch.Tensor, ids: torch.Tensor, num_segments: int | None = None) -> torch.Tensor:
+    """``[S, ...]`` float32 mean of the rows of ``values`` ``[T, ...]`` in each segment.
+
+    ``num_segments``: ``S`` when the caller knows it (or an upper bound: extra segments are empty, their means
+    NaN); ``None`` reads ``ids.max()`` back to the host (a synchronisation on CUDA).
+    """
+    count = int(ids.max()) + 1 if num_segments is None else num_segments
     sums = torch.zeros((count, *values.shape[1:]), dtype=torch.float32, device=values.device)
     sums.index_add_(0, ids, values.float())
-    sizes = torch.bincount(ids, minlength=count).to(sums.dtype)
+    sizes = torch.zeros(count, dtype=torch.float32, device=values.device)
+    sizes.index_add_(0, ids, torch.ones(ids.shape, dtype=torch.float32, device=values.device))
     return sums / sizes.reshape(-1, *([1] * (values.ndim - 1)))

@@ -85,23 +85,24 @@ def _best_match_kernel(
     for j_start in range(0, num_tokens, BLOCK_J):
         cands = j_start + tl.arange(0, BLOCK_J)
         cand_mask = cands < num_tokens
-        parents = x_ptr + pair * stride_t + cands[:, None].to(tl.int64) * stride_n
+        # the candidates' tile is loaded already transposed ([BLOCK_D, BLOCK_J]), so the dot needs no tl.trans
+        parents = x_ptr + pair * stride_t + cands[None, :].to(tl.int64) * stride_n
         dots = tl.zeros([BLOCK_I, BLOCK_J], dtype=tl.float32)
         norm_child = tl.zeros([BLOCK_I], dtype=tl.float32)
         norm_parent = tl.zeros([BLOCK_J], dtype=tl.float32)
         for start in range(0, dim, BLOCK_D):
             cols = start + tl.arange(0, BLOCK_D)
-            col_mask = (cols < dim)[None, :]
-            a = tl.load(children + cols[None, :], mask=row_mask[:, None] & col_mask, other=0.0)
-            b = tl.load(parents + cols[None, :], mask=cand_mask[:, None] & col_mask, other=0.0)
+            col_in = cols < dim
+            a = tl.load(children + cols[None, :], mask=row_mask[:, None] & col_in[None, :], other=0.0)
+            b = tl.load(parents + cols[:, None], mask=col_in[:, None] & cand_mask[None, :], other=0.0)
             a32 = a.to(tl.float32)
             b32 = b.to(tl.float32)
             if UPCAST:
-                dots = tl.dot(a32, tl.trans(b32), dots, input_precision=PRECISION)
+                dots = tl.dot(a32, b32, dots, input_precision=PRECISION)
             else:
-                dots = tl.dot(a, tl.trans(b), dots, input_precision=PRECISION)
+                dots = tl.dot(a, b, dots, input_precision=PRECISION)
             norm_child += tl.sum(a32 * a32, axis=1)
-            norm_parent += tl.sum(b32 * b32, axis=1)
+            norm_parent += tl.sum(b32 * b32, axis=0)
         scale = tl.maximum(tl.sqrt(norm_child)[:, None] * tl.sqrt(norm_parent)[None, :], eps)
         cosine = dots / scale
         usable = cand_mask
@@ -163,7 +164,17 @@ def launch_best_match(
     block_d: int = 64,
     num_warps: int = 4,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fill ``index`` (int64) and ``value`` (float32), both ``[T - lag, N]``; ``allowed`` is ``[T, N]`` int8."""
+    """Fill ``index`` (int64) and ``value`` (float32), both ``[T - lag, N]``; ``allowed`` is ``[T, N]`` int8.
+
+    ``num_stages=1`` (no asynchronous software pipeline of the D loop): the H100 run of 2026-11-23 disagreed with
+    the reference at llava-ov-7b/64f only — 2 of 12 348 arg-max indices, value error 2.4e-3. That is not a tie (a
+    tie changes the index, not the value, ~1e-7 here) nor a tolerance issue (other sizes: 4e-7); it is the size of
+    one 64-wide D chunk of a dot of random unit vectors (std 64^0.5 / 3584 = 2.2e-3) missing or counted twice, and
+    64f is the only benchmark size whose grid (4 x 63 programs) exceeds the 132 SMs, i.e. where two programs
+    share an SM. Both point at the pipelined shared-memory path of the dot (the transposed operand) rather than at
+    the kernel's arithmetic, so the kernel now loads the candidate tile pre-transposed and runs unpipelined; the
+    benchmark's ``best match`` row reports mismatches attributed against an fp64 recomputation to confirm it.
+    """
     pairs, num_tokens = index.shape
     if pairs == 0:
         return index, value
@@ -190,5 +201,6 @@ def launch_best_match(
         BLOCK_J=block_j,
         BLOCK_D=block_d,
         num_warps=num_warps,
+        num_stages=1,  # see launch_best_match's docstring
     )
     return index, value

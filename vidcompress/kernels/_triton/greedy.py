@@ -2,7 +2,7 @@
 
 One program per frame, all frames in one launch. The running score vector (min distance to the selection, or
 max similarity to it) stays in registers; each step is a fused "arg-max over candidates + update from the chosen
-token's row". ``N`` up to a few hundred tokens per frame fits one block.
+token's row". ``N`` up to :data:`MAX_TOKENS` per frame fits one block (a global pool of a whole video included).
 """
 
 from __future__ import annotations
@@ -11,12 +11,15 @@ import torch
 import triton
 import triton.language as tl
 
+from ..greedy import MAX_TOKENS
+
 __all__ = ["launch_kcenter", "launch_mmr"]
 
 
 @triton.jit
 def _kcenter_kernel(
     sim_ptr,
+    seed_ptr,
     scale_ptr,
     budget_ptr,
     order_ptr,
@@ -30,27 +33,22 @@ def _kcenter_kernel(
     cols = tl.arange(0, BLOCK_N)
     valid = cols < num_tokens
     matrix = sim_ptr + frame * num_tokens * num_tokens
-    # seed score: distance of each candidate to its nearest other token (column minimum without the diagonal)
-    nearest = tl.full([BLOCK_N], float("inf"), dtype=tl.float32)
-    for row in range(0, num_tokens):
-        distance = 1.0 - tl.load(matrix + row * num_tokens + cols, mask=valid, other=0.0)
-        nearest = tl.minimum(nearest, tl.where(cols == row, float("inf"), distance))
-    nearest = tl.where(nearest == float("inf"), 0.0, nearest)
+    # running score: the seed score (distance to the nearest other token) before the first pick, then the distance
+    # to the selection; chosen tokens and padding hold -inf
+    score = tl.load(seed_ptr + frame * num_tokens + cols, mask=valid, other=float("-inf"))
     if HAS_SCALE:
         scale = tl.load(scale_ptr + frame * num_tokens + cols, mask=valid, other=0.0)
     min_distance = tl.full([BLOCK_N], float("inf"), dtype=tl.float32)
-    chosen = cols < 0
     budget = tl.load(budget_ptr + frame)
     for step in range(0, budget):
-        score = tl.where(step == 0, nearest, min_distance)
         if HAS_SCALE:
-            score = score * scale
-        score = tl.where(valid & ~chosen, score, float("-inf"))
+            # distances lie in [0, 2]: clamping -inf first keeps 0 * -inf (a NaN) out of the product
+            score = tl.where(score == float("-inf"), score, tl.maximum(score, -1.0) * scale)
         pick = tl.argmax(score, axis=0, tie_break_left=True)
         tl.store(order_ptr + frame * max_budget + step, pick.to(tl.int64))
-        chosen = chosen | (cols == pick)
         distance = 1.0 - tl.load(matrix + pick * num_tokens + cols, mask=valid, other=0.0)
-        min_distance = tl.minimum(min_distance, distance)
+        min_distance = tl.where(valid & (cols != pick), tl.minimum(min_distance, distance), float("-inf"))
+        score = min_distance
     slots = tl.arange(0, BLOCK_K)
     padding = (slots >= budget) & (slots < max_budget)
     tl.store(order_ptr + frame * max_budget + slots, tl.full([BLOCK_K], -1, tl.int64), mask=padding)
@@ -93,15 +91,24 @@ def _mmr_kernel(
 
 
 def _blocks(num_tokens: int, max_budget: int) -> tuple[int, int, int]:
+    """``BLOCK_N`` (all tokens of a frame), ``BLOCK_K`` (padding stores) and warps: 16 score entries per thread
+    from 512 tokens on (a 196-token frame: 4 warps; an 8 k-token global pool: 16 warps)."""
+    if num_tokens > MAX_TOKENS:
+        raise ValueError(f"the greedy kernels hold at most {MAX_TOKENS} tokens per frame on chip, got {num_tokens}")
     block_n = max(16, triton.next_power_of_2(num_tokens))
     block_k = max(16, triton.next_power_of_2(max_budget))
-    return block_n, block_k, 4 if block_n <= 512 else 8
+    return block_n, block_k, min(32, max(4, block_n // 512))
 
 
 def launch_kcenter(
-    similarity: torch.Tensor, scale: torch.Tensor | None, budgets: torch.Tensor, order: torch.Tensor
+    similarity: torch.Tensor,
+    seed: torch.Tensor,
+    scale: torch.Tensor | None,
+    budgets: torch.Tensor,
+    order: torch.Tensor,
 ) -> torch.Tensor:
-    """Fill ``order`` ``[T, max_budget]`` int64 (``-1`` padded) from contiguous float32 ``similarity`` ``[T, N, N]``."""
+    """Fill ``order`` ``[T, max_budget]`` int64 (``-1`` padded) from contiguous float32 ``similarity`` ``[T, N, N]``
+    and the seed scores ``[T, N]`` (distance to the nearest other token)."""
     frames, num_tokens, _ = similarity.shape
     max_budget = order.shape[1]
     if frames == 0 or max_budget == 0:
@@ -109,6 +116,7 @@ def launch_kcenter(
     block_n, block_k, num_warps = _blocks(num_tokens, max_budget)
     _kcenter_kernel[(frames,)](
         similarity,
+        seed.contiguous(),
         scale if scale is not None else similarity,
         budgets,
         order,

@@ -1,12 +1,39 @@
-"""Sorted (CSR) segment mean: one program per (segment, D-block), fp32 accumulation, no atomics."""
+"""Sorted (CSR) segment mean: one program per (block of segments, block of columns), fp32 accumulation, no atomics.
+
+Bandwidth design (H100: 132 SMs, ~3.35 TB/s HBM; the merge reads ``M x D`` and writes ``K x D`` once):
+
+* A program owns ``BLOCK_K`` consecutive segments and ``BLOCK_D`` columns. Step ``j`` gathers the ``j``-th member
+  of every one of its segments at once: a ``[BLOCK_K, BLOCK_D]`` tile of ``BLOCK_K`` independent rows, loaded with
+  16-byte vectors (``BLOCK_D`` contiguous columns, row strides specialised as multiples of 16), so each step keeps
+  ``BLOCK_K * BLOCK_D * itemsize`` bytes in flight per program instead of one short row.
+* The member index of step ``j + 1`` is loaded before the feature tile of step ``j``, so the index gather and the
+  feature gather overlap: one memory latency per step, not two.
+* The column block is the fastest grid axis: the programs sharing a segment block (same offsets, same member
+  indices) run side by side, so the index reads after the first hit L2.
+* Every output element is written exactly once; segments of a block that run out of members are masked (a masked
+  lane issues no memory traffic), so uneven segment sizes cost latency, never bandwidth.
+"""
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 import triton
 import triton.language as tl
 
-__all__ = ["launch_segment_mean"]
+__all__ = ["SegmentMeanConfig", "default_config", "launch_segment_mean"]
+
+#: Streaming multiprocessors of the reference GPU (H100 SXM); only used to size the grid.
+REFERENCE_SMS = 132
+
+
+class SegmentMeanConfig(NamedTuple):
+    """Launch parameters: segments per program, columns per program, warps per program."""
+
+    block_k: int
+    block_d: int
+    num_warps: int
 
 
 @triton.jit
@@ -16,41 +43,72 @@ def _segment_mean_kernel(
     offsets_ptr,
     weights_ptr,
     out_ptr,
+    num_segments,
     dim,
     stride_x,
     stride_out,
     HAS_WEIGHTS: tl.constexpr,
-    BLOCK_M: tl.constexpr,
+    BLOCK_K: tl.constexpr,
     BLOCK_D: tl.constexpr,
 ):
-    segment = tl.program_id(0)
-    cols = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    cols = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
+    segments = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
     col_mask = cols < dim
-    start = tl.load(offsets_ptr + segment)
-    end = tl.load(offsets_ptr + segment + 1)
-    acc = tl.zeros([BLOCK_D], dtype=tl.float32)
-    weight_sum = tl.zeros([BLOCK_M], dtype=tl.float32)
-    for first in range(start, end, BLOCK_M):
-        slots = first + tl.arange(0, BLOCK_M)
-        slot_mask = slots < end
-        rows = tl.load(members_ptr + slots, mask=slot_mask, other=0).to(tl.int64)
+    segment_mask = segments < num_segments
+    starts = tl.load(offsets_ptr + segments, mask=segment_mask, other=0)
+    lengths = tl.load(offsets_ptr + segments + 1, mask=segment_mask, other=0) - starts
+    longest = tl.max(lengths, axis=0)
+    acc = tl.zeros([BLOCK_K, BLOCK_D], dtype=tl.float32)
+    weight_sum = tl.zeros([BLOCK_K], dtype=tl.float32)
+    rows = tl.load(members_ptr + starts, mask=lengths > 0, other=0).to(tl.int64)
+    for step in range(0, longest):
+        live = step < lengths
+        next_rows = tl.load(members_ptr + starts + step + 1, mask=step + 1 < lengths, other=0).to(tl.int64)
         tile = tl.load(
             x_ptr + rows[:, None] * stride_x + cols[None, :],
-            mask=slot_mask[:, None] & col_mask[None, :],
+            mask=live[:, None] & col_mask[None, :],
             other=0.0,
         ).to(tl.float32)
         if HAS_WEIGHTS:
-            w = tl.load(weights_ptr + rows, mask=slot_mask, other=0.0)
-            tile = tile * w[:, None]
-            weight_sum += w
-        acc += tl.sum(tile, axis=0)
+            weight = tl.load(weights_ptr + rows, mask=live, other=0.0)
+            tile = tile * weight[:, None]
+            weight_sum += weight
+        acc += tile
+        rows = next_rows
     if HAS_WEIGHTS:
-        total = tl.sum(weight_sum, axis=0)
+        total = weight_sum
     else:
-        total = (end - start).to(tl.float32)
+        total = lengths.to(tl.float32)
     safe_total = tl.where(total != 0.0, total, 1.0)
-    mean = tl.where(total != 0.0, acc / safe_total, 0.0)
-    tl.store(out_ptr + segment.to(tl.int64) * stride_out + cols, mean.to(out_ptr.dtype.element_ty), mask=col_mask)
+    mean = tl.where((total != 0.0)[:, None], acc / safe_total[:, None], 0.0)
+    tl.store(
+        out_ptr + segments.to(tl.int64)[:, None] * stride_out + cols[None, :],
+        mean.to(out_ptr.dtype.element_ty),
+        mask=segment_mask[:, None] & col_mask[None, :],
+    )
+
+
+def default_config(num_segments: int, dim: int, itemsize: int) -> SegmentMeanConfig:
+    """The launch parameters chosen by reasoning for H100-class GPUs (``scripts/bench_kernels.py --sweep`` checks).
+
+    ``BLOCK_D`` spans 1 KiB of a row (512 bf16 / 256 fp32 columns: 3584 = 7 x 512 splits evenly); with 4 warps
+    each thread then holds 16-byte vectors of ``BLOCK_K`` rows. ``BLOCK_K = 8`` keeps 8 KiB per program in flight
+    per step, ~5 programs per SM by registers, i.e. ~40 KiB per SM — above the ~25 KiB per SM that 3.35 TB/s times
+    ~1 us of latency needs. Smaller problems halve ``BLOCK_K`` (then ``BLOCK_D``) until the grid fills every SM
+    about four times over.
+    """
+    block_d = min(triton.next_power_of_2(max(dim, 1)), max(16, 1024 // itemsize))
+    block_k = 8
+    target_programs = 4 * REFERENCE_SMS
+
+    def programs(k: int, d: int) -> int:
+        return triton.cdiv(num_segments, k) * triton.cdiv(dim, d)
+
+    while block_k > 1 and programs(block_k, block_d) < target_programs:
+        block_k //= 2
+    while block_d > 128 and programs(block_k, block_d) < target_programs:
+        block_d //= 2
+    return SegmentMeanConfig(block_k=block_k, block_d=block_d, num_warps=4)
 
 
 def launch_segment_mean(
@@ -59,27 +117,26 @@ def launch_segment_mean(
     offsets: torch.Tensor,
     weights: torch.Tensor | None,
     out: torch.Tensor,
-    block_d: int = 512,
-    block_m: int = 4,
-    num_warps: int = 4,
+    config: SegmentMeanConfig | None = None,
 ) -> torch.Tensor:
     """Launch the kernel; ``features`` ``[M, D]`` with unit column stride, ``out`` ``[K, D]`` likewise."""
     num_segments, dim = out.shape
     if num_segments == 0 or dim == 0:
         return out
-    block_d = min(block_d, triton.next_power_of_2(dim))
-    grid = (num_segments, triton.cdiv(dim, block_d))
+    block_k, block_d, num_warps = config or default_config(num_segments, dim, features.element_size())
+    grid = (triton.cdiv(dim, block_d), triton.cdiv(num_segments, block_k))
     _segment_mean_kernel[grid](
         features,
         members,
         offsets,
         weights if weights is not None else features,
         out,
+        num_segments,
         dim,
         features.stride(0),
         out.stride(0),
         HAS_WEIGHTS=weights is not None,
-        BLOCK_M=block_m,
+        BLOCK_K=block_k,
         BLOCK_D=block_d,
         num_warps=num_warps,
     )

@@ -1,0 +1,95 @@
+"""The sync-free rewrites of issue 5 keep the methods' picks: each is checked against the form it replaced (the
+data-dependent or step-loop version, kept here as the oracle) on random inputs, with many exact ties where the
+rewrite is exact arithmetic (cuts, reconcile)."""
+
+from __future__ import annotations
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from vidcompress import VideoTokens, get_compressor, target_count
+from vidcompress.methods.uniform import frame_budgets
+from vidcompress.methods.vidcom2 import VidCom2
+from vidcompress.ops.budgets import picks_to_flat
+from vidcompress.ops.dpc_knn import rank_desc
+from vidcompress.ops.greedy import farthest_point_select, mmr_select
+from vidcompress.ops.similarity import minmax
+from vidcompress.ops.temporal import cuts_with_minimum, smallest_first
+
+FAST = settings(max_examples=25, deadline=None)
+
+
+def _cuts_oracle(similarity: torch.Tensor, threshold: float, min_segments: int) -> torch.Tensor:
+    cuts = similarity < threshold
+    missing = min(min_segments - 1, similarity.shape[0]) - int(cuts.sum())
+    if missing > 0:
+        order = smallest_first(similarity.masked_fill(cuts, float("inf")))
+        cuts = cuts.clone()
+        cuts[order[:missing]] = True
+    return cuts
+
+
+def _reconcile_oracle(keep: torch.Tensor, score: torch.Tensor, count: int) -> torch.Tensor:
+    surplus = int(keep.sum()) - count
+    if surplus > 0:
+        rank = rank_desc(torch.where(keep, score, torch.full_like(score, float("-inf")))[None])[0]
+        return keep & (rank >= surplus)
+    if surplus < 0:
+        rank = rank_desc(torch.where(keep, torch.full_like(score, float("-inf")), -score)[None])[0]
+        return keep | (rank < -surplus)
+    return keep
+
+
+@given(length=st.integers(0, 12), levels=st.integers(1, 5), threshold=st.integers(0, 5), minimum=st.integers(0, 14),
+       seed=st.integers(0, 10_000))
+@FAST
+def test_cuts_with_minimum_matches_the_counting_form(length: int, levels: int, threshold: int, minimum: int,
+                                                     seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    similarity = torch.randint(0, levels, (length,), generator=generator).float() / levels  # many ties
+    expected = _cuts_oracle(similarity, threshold / levels, minimum)
+    assert torch.equal(cuts_with_minimum(similarity, threshold / levels, minimum), expected)
+
+
+@given(size=st.integers(1, 40), count_share=st.floats(0.0, 1.0), seed=st.integers(0, 10_000))
+@FAST
+def test_vidcom2_reconcile_matches_the_counting_form(size: int, count_share: float, seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    score = torch.randint(0, 4, (size,), generator=generator).float()  # many ties
+    keep = torch.rand(size, generator=generator) < 0.5
+    count = round(count_share * size)
+    expected = torch.nonzero(_reconcile_oracle(keep, score, count)).squeeze(1)
+    assert torch.equal(torch.sort(VidCom2._reconcile(keep, score, count)).values, expected)
+
+
+def _tokens(seed: int, grid: tuple[int, int, int]) -> VideoTokens:
+    generator = torch.Generator().manual_seed(seed)
+    t, h, w = grid
+    features = torch.randn(t, h * w, 8, generator=generator)
+    attention = torch.rand(t, h * w, generator=generator)
+    return VideoTokens(features=features, grid=grid, attention=attention)
+
+
+@given(seed=st.integers(0, 10_000), frames=st.integers(1, 4), retention=st.floats(0.05, 0.9))
+@FAST
+def test_divprune_and_mmr_pick_what_the_step_loops_picked(seed: int, frames: int, retention: float) -> None:
+    """Continuous features: exact cosine ties (duplicated tokens) may resolve differently, because the matrix
+    form rounds differently from the running-vector form (``kernels/greedy.py`` lists these rounding-level
+    differences)."""
+    tokens = _tokens(seed, (frames, 3, 4))
+    t, h, w = tokens.grid
+    count = target_count(tokens.grid, retention)
+    pool = tokens.features.reshape(1, t * h * w, -1)
+    budgets = frame_budgets(t, count)
+    importance = tokens.attention
+    cases = {
+        ("divprune", "global"): farthest_point_select(pool, count)[0],
+        ("divprune", "per_frame"): picks_to_flat(farthest_point_select(tokens.features, max(budgets)), budgets, h * w),
+        ("mmr", "global"): mmr_select(pool, minmax(importance.reshape(1, -1)), count)[0],
+        ("mmr", "per_frame"): picks_to_flat(mmr_select(tokens.features, minmax(importance), max(budgets)), budgets,
+                                            h * w),
+    }
+    for (name, pool_kind), picks in cases.items():
+        out = get_compressor(name, retention=retention, pool=pool_kind)(tokens)
+        assert torch.equal(out.representatives, torch.sort(picks).values), (name, pool_kind)
