@@ -47,7 +47,7 @@ __all__ = [
 DIM = 0.3
 #: Weight of the group colour on merged tokens' pixels.
 TINT = 0.45
-OUTLINE = np.array([255, 255, 255], dtype=np.float32)
+OUTLINE = np.array([255.0, 255.0, 255.0])
 
 
 def _figure(width: float, height: float):
@@ -127,7 +127,7 @@ def overlay_frames(comp: VideoCompression, dim: float = DIM, tint: float = TINT,
     """
     if not 0.0 <= dim <= 1.0 or not 0.0 <= tint <= 1.0:
         raise ValueError(f"dim and tint must lie in [0, 1], got dim={dim!r}, tint={tint!r}")
-    frames = comp.frames.astype(np.float32)
+    frames = comp.frames.astype(np.float64)
     groups = pixel_groups(comp)
     merged_rows = _group_sizes(comp) > 1
     merged = (groups >= 0) & merged_rows[groups.clip(min=0)]
