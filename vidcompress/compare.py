@@ -157,7 +157,9 @@ class ComparisonTable(list):
     """Rows of :func:`compare`, one per (method, retention, video): a list of dicts.
 
     Attributes:
-        skipped: ``{"method", "retention", "reason"}`` for each pair the registry refused (``none`` below 1.0).
+        skipped: ``{"method", "retention", "reason"}`` for each pair the registry refused (``none`` below 1.0), and
+            ``{"method", "retention", "video", "reason"}`` for each video a method refused at run time (DyCoKe
+            below the floor of the frames it keeps whole, say).
         model: the model's label (says when its weights are random).
         random_weights: whether the answers come from random weights.
     """
@@ -193,6 +195,22 @@ class ComparisonTable(list):
             entry["peak_memory_mb"] = max(memory) if memory else None
             summary.append(entry)
         return summary
+
+    def format(self, columns: Sequence[str] = ("method", "retention", "videos", "accuracy", "visual_tokens_out",
+                                                 "ttft_ms", "ms_compression", "ms_prefill", "peak_memory_mb")) -> str:
+        """The :meth:`summary` as an aligned text table (``-`` where a value is unknown), the skipped pairs below."""
+        def cell(value: Any) -> str:
+            if value is None:
+                return "-"
+            return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+        table = [list(columns)] + [[cell(row[c]) for c in columns] for row in self.summary()]
+        widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
+        lines = ["  ".join(text.ljust(width) for text, width in zip(line, widths)).rstrip() for line in table]
+        for note in self.skipped:
+            where = f" (video {note['video']})" if "video" in note else ""
+            lines.append(f"skipped {note['method']} at {note['retention']:g}{where}: {note['reason']}")
+        return "\n".join([self.model, *lines] if self.model else lines)
 
     def to_pandas(self, summary: bool = False):
         """The rows (or the :meth:`summary`) as a ``pandas.DataFrame``; pandas is not a dependency of vidcompress."""
@@ -274,7 +292,8 @@ def compare(
         questions: one question per video, or one string asked about every video.
         methods: registered method names or ``+`` chains. An unknown name raises.
         retentions: fractions of visual tokens at the LLM input, each in (0, 1]. A pair the registry refuses
-            (``none`` below 1.0) is skipped and noted in ``table.skipped``.
+            (``none`` below 1.0) is skipped and noted in ``table.skipped``, as is a video on which a method raises
+            ``ValueError`` (it refuses that input); other errors propagate.
         model: see :func:`load_model`; loaded once and shared by every pair.
         processor: the processor, with an already loaded ``model``.
         truths: the expected answer per video (``None`` where unknown); ``correct`` compares with
@@ -315,7 +334,11 @@ def compare(
                 progress(f"{method} at retention {retention:g} on {len(videos)} video(s)")
             vlm = _wrapped(loaded, compressor)
             for index, (video, question, truth) in enumerate(zip(videos, questions, truths)):
-                answer = vlm.ask(video, question, **ask_kwargs)
+                try:
+                    answer = vlm.ask(video, question, **ask_kwargs)
+                except ValueError as error:  # the method refuses this input (e.g. a floor above the budget)
+                    skipped.append({"method": method, "retention": retention, "video": index, "reason": str(error)})
+                    continue
                 rows.append(_row(answer, index, question, truth, loaded))
     return ComparisonTable(rows, skipped=skipped, model=loaded.label, random_weights=loaded.random_weights)
 

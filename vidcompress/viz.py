@@ -190,13 +190,22 @@ def plot_overlay(comp: VideoCompression, max_frames: int = 8, columns: int = 4, 
 def _bars(ax: Any, budgets: Mapping[str, np.ndarray], grid: Sequence[int]) -> None:
     steps = int(grid[0])
     width = 0.8 / max(1, len(budgets))
+    colours = _series_colours(len(budgets))
     for index, (label, values) in enumerate(budgets.items()):
-        ax.bar(np.arange(steps) + (index - (len(budgets) - 1) / 2) * width, values, width=width, label=label)
+        offset = (index - (len(budgets) - 1) / 2) * width
+        ax.bar(np.arange(steps) + offset, values, width=width, label=label, color=colours[index])
     ax.axhline(int(grid[1]) * int(grid[2]), color="gray", linestyle=":", linewidth=1, label="tokens per step")
     ax.set_xlabel("temporal step")
     ax.set_ylabel("LLM tokens")
     ax.set_xticks(np.arange(steps))
-    ax.legend(fontsize=7, ncols=min(4, len(budgets) + 1))
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+
+
+def _series_colours(count: int) -> list[tuple[float, float, float]]:
+    """Distinct colours for ``count`` series: ``tab10`` up to 10, ``tab20`` beyond (no colour repeats up to 20)."""
+    from matplotlib import colormaps
+
+    return list(colormaps["tab10" if count <= 10 else "tab20"].colors)[:count] * (1 + count // 20)
 
 
 def plot_frame_budgets(comps: Mapping[str, VideoCompression]):
@@ -227,14 +236,16 @@ def _against_retention(table: Any, key: str, ylabel: str, title: str, reference:
     summary = [row for row in _summary(table) if row[key] is not None]
     if not summary:
         raise ValueError(f"the table has no {key} values to plot")
-    fig = _figure(6.4, 4.0)
+    fig = _figure(7.4, 4.0)
     ax = fig.add_subplot()
     methods = list(dict.fromkeys(row["method"] for row in summary))
     markers = "osD^v<>pX*h"
+    colours = _series_colours(len(methods))
     for index, method in enumerate(methods):
         points = sorted((row["retention"], row[key]) for row in summary if row["method"] == method)
         xs, ys = zip(*points)
-        ax.plot(xs, ys, marker=markers[index % len(markers)], linewidth=1.2, markersize=5, label=method)
+        ax.plot(xs, ys, marker=markers[index % len(markers)], linewidth=1.2, markersize=5, label=method,
+                color=colours[index])
     if reference is not None:
         ax.axhline(reference, color="gray", linestyle=":", linewidth=1, label=reference_label)
     ax.set_xscale("log")
@@ -245,7 +256,7 @@ def _against_retention(table: Any, key: str, ylabel: str, title: str, reference:
     ax.set_ylabel(ylabel)
     model = getattr(table, "model", "")
     ax.set_title(f"{title}\n{model}" if model else title, fontsize=9)
-    ax.legend(fontsize=7, ncols=2 if len(methods) > 6 else 1)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(alpha=0.3)
     return fig
 
