@@ -19,7 +19,7 @@ import math
 import sys
 import time
 from collections import defaultdict
-from multiprocessing import Pool
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,8 @@ from tqdm import tqdm
 
 from vidcompress.testbed.generator import (
     FAMILIES,
+    FRAMES,
+    SIZE,
     TESTBED_VERSION,
     TRAIN_SEED_START,
     answer_choices,
@@ -36,7 +38,13 @@ from vidcompress.testbed.generator import (
     train_seeds,
 )
 from vidcompress.testbed.model import WEIGHTS_DIR, build_testbed_model
-from vidcompress.testbed.training import PromptBuilder, answer_logits, register_block_attention, video_patches
+from vidcompress.testbed.training import (
+    PromptBuilder,
+    answer_logits,
+    register_block_attention,
+    video_patches,
+    vision_plan,
+)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -63,21 +71,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _video_and_questions(seed: int) -> tuple[np.ndarray, list[tuple[str, str]], str, str, str]:
+_VIDEOS: np.ndarray | None = None  # shared-memory array the forked workers write videos into
+
+
+def _fill(job: tuple[int, int]) -> tuple[list[tuple[str, str]], str, str, str]:
+    index, seed = job
     sample = make_sample(seed)
-    return sample.video, sample.questions, sample.family, sample.question, sample.answer
+    _VIDEOS[index] = sample.video
+    return sample.questions, sample.family, sample.question, sample.answer
 
 
-def generate(seeds: list[int], workers: int | None) -> dict[str, list]:
-    """Videos (uint8 array), every question of each, family, designated question and answer, for ``seeds``."""
-    videos = np.empty((len(seeds), *make_sample(seeds[0]).video.shape), dtype=np.uint8)
+def generate(seeds: list[int], workers: int | None) -> dict[str, object]:
+    """Videos (uint8 ``[N, T, H, W, 3]`` tensor), every question of each, family, designated question and answer.
+
+    Workers write straight into shared memory (pickling 1.2 MB per video through pipes is the bottleneck).
+    """
+    global _VIDEOS
+    videos = torch.empty((len(seeds), FRAMES, SIZE, SIZE, 3), dtype=torch.uint8).share_memory_()
+    _VIDEOS = videos.numpy()
     columns: dict[str, list] = {"questions": [], "family": [], "question": [], "answer": []}
-    with Pool(workers) as pool:
-        rows = pool.imap(_video_and_questions, seeds, chunksize=64)
-        for i, (video, questions, family, question, answer) in enumerate(tqdm(rows, total=len(seeds), desc="videos")):
-            videos[i] = video
-            for key, value in zip(columns, (questions, family, question, answer)):
+    with get_context("fork").Pool(workers) as pool:
+        rows = pool.imap(_fill, enumerate(seeds), chunksize=64)
+        for row in tqdm(rows, total=len(seeds), desc="videos"):
+            for key, value in zip(columns, row):
                 columns[key].append(value)
+    _VIDEOS = None
     return {"videos": videos, **columns}
 
 
@@ -88,10 +106,10 @@ def evaluate(model, prompts: PromptBuilder, processor, data: dict, device, batch
     with torch.no_grad(), _autocast(device):
         for start in range(0, len(data["family"]), batch_size):
             stop = min(start + batch_size, len(data["family"]))
-            videos = torch.from_numpy(data["videos"][start:stop]).to(device)
+            videos = data["videos"][start:stop].to(device)
             batch = prompts.batch(data["question"][start:stop], data["answer"][start:stop]).to(device)
             pixels, grid = video_patches(processor, videos)
-            _, logits = answer_logits(model, batch, pixels, grid)
+            _, logits = answer_logits(model, batch, pixels, grid, _plan(model, grid))
             predicted = logits.argmax(-1)
             truth = batch.input_ids[torch.arange(stop - start, device=device), batch.answer_start]
             for family, hit in zip(data["family"][start:stop], (predicted == truth).tolist()):
@@ -100,6 +118,17 @@ def evaluate(model, prompts: PromptBuilder, processor, data: dict, device, batch
     accuracy = {family: float(np.mean(hits[family])) for family in FAMILIES if hits[family]}
     accuracy["overall"] = float(np.mean([h for family in hits for h in hits[family]]))
     return accuracy
+
+
+_PLANS: dict[tuple, dict] = {}
+
+
+def _plan(model, grid: torch.Tensor) -> dict:
+    """The vision bookkeeping of ``grid``, made once per distinct batch of grids."""
+    key = tuple(map(tuple, grid.tolist()))
+    if key not in _PLANS:
+        _PLANS[key] = vision_plan(model, grid)
+    return _PLANS[key]
 
 
 def chance(data: dict) -> dict[str, float]:
@@ -186,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         for questions in data["questions"]:
             for question, _ in questions:
                 prompts.prompt(question)
-    videos = torch.from_numpy(train["videos"]).to(device)
+    videos = train["videos"].to(device)
 
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=args.weight_decay, fused=device.type == "cuda"
@@ -209,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         batch = prompts.batch([q for q, _ in pairs], [a for _, a in pairs]).to(device)
         pixels, grid = video_patches(processor, videos[torch.from_numpy(chosen).to(device)])
         with _autocast(device):
-            loss, _ = answer_logits(model, batch, pixels, grid)
+            loss, _ = answer_logits(model, batch, pixels, grid, _plan(model, grid))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

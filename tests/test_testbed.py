@@ -307,15 +307,36 @@ def test_training_forward_predicts_what_ask_generates(shipped):
 def test_uncompressed_accuracy_far_above_chance_on_fixed_slice(shipped):
     """CI guard for the adapter path: 25 fixed test items (5 per family), uncompressed, through wrap().ask_batch.
 
-    Thresholds sit below the shipped model's measured accuracy on this slice (see weights/README.md) and well above
-    chance (overall 0.25); a broken splice, scrambled positions or a wrong processor drop it towards chance.
+    The shipped model scores overall 0.44 and scene 1.0 on this slice (chance 0.24 and 0.17; weights/README.md).
+    Thresholds sit a little below; scene questions need the temporal positions, so scrambled positions fail it
+    (pinned by the next test). Raise the thresholds when better-trained weights are shipped.
     """
     model, processor = shipped
     report = tb_eval.evaluate_methods(["none"], [1.0], model=model, processor=processor, limit=25, batch_size=25)
     accuracy = report["results"][0]["accuracy"]
     assert report["chance"]["overall"] < 0.3
-    assert accuracy["overall"] >= 0.4, accuracy
+    assert accuracy["overall"] >= 0.36, accuracy
     assert accuracy["scene"] >= 0.8, accuracy
+
+
+def test_scrambled_video_positions_fail_the_scene_guard(shipped):
+    """The negative control of the CI guard: shuffling the M-RoPE positions of the video tokens breaks scenes."""
+    model, processor = shipped
+    samples = [make_sample(seed) for seed in range(4, 100, 5)]  # 20 scene items
+    pixels, grid = video_patches(processor, torch.from_numpy(np.stack([s.video for s in samples])))
+    batch = PromptBuilder(processor, model.config).batch([s.question for s in samples], [s.answer for s in samples])
+    truth = batch.input_ids[torch.arange(len(samples)), batch.answer_start]
+    with torch.no_grad():
+        _, logits = answer_logits(model, batch, pixels, grid)
+        right = (logits.argmax(-1) == truth).float().mean().item()
+        generator = torch.Generator().manual_seed(0)
+        for row in range(len(samples)):
+            video = (batch.input_ids[row] == model.config.video_token_id).nonzero().squeeze(1)
+            shuffled = video[torch.randperm(len(video), generator=generator)]
+            batch.position_ids[:, row, video] = batch.position_ids[:, row, shuffled].clone()
+        _, logits = answer_logits(model, batch, pixels, grid)
+        scrambled = (logits.argmax(-1) == truth).float().mean().item()
+    assert right >= 0.9 and scrambled < 0.8, (right, scrambled)
 
 
 @pytest.mark.parametrize("retention", [0.5, 0.25])
