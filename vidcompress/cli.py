@@ -1,4 +1,4 @@
-"""The ``vidcompress`` command line: ``run``, ``methods``, ``demo``, and ``bench`` (speed and memory).
+"""The ``vidcompress`` command line: ``run``, ``methods``, ``demo``, ``bench``, ``eval`` and ``viz``.
 
 Results go to stdout (``--json`` for machine-readable output), progress to stderr. Bad input exits with status 2 and
 a one-line message, without a traceback.
@@ -154,6 +154,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 #: Sub-commands implemented in their own modules: name -> ("module:function(argv) -> int", help).
 DELEGATED = {
     "bench": ("vidcompress.bench.cli:bench_command", "speed and memory benchmark (see `vidcompress bench --help`)"),
+    "eval": ("vidcompress.testbed.evaluate:eval_command", "accuracy on the synthetic test-bed (`vidcompress eval --help`)"),
+    "viz": ("vidcompress.viz:viz_command", "draw the tokens a method keeps (`vidcompress viz --help`)"),
 }
 
 
