@@ -392,7 +392,8 @@ def manual_ids(model, processor, method: str, with_hook: bool, **params) -> tupl
 
 @pytest.mark.parametrize(
     ("method", "params"),
-    [("ppe", {}), ("flashvid+ppe", {}), ("ppe+fastv", {"layer": 1})],  # ppe+fastv: the LLM-stage hooks as well
+    # flashvid's LLM stage defaults to layer 20 of 28; the tiny model has 2 layers. ppe+fastv: both hooks at once
+    [("ppe", {}), ("flashvid+ppe", {"llm_layer": 1}), ("ppe+fastv", {"layer": 1})],
 )
 def test_ask_applies_the_ppe_rotary_hook(tiny_qwen, method, params):
     ids, cos = ask_ids(*tiny_qwen, method, **params)
@@ -406,8 +407,9 @@ def test_ask_applies_the_ppe_rotary_hook(tiny_qwen, method, params):
 def test_single_member_sets_through_ask_equal_the_method_without_ppe(tiny_qwen, with_ppe, without):
     # uniform prunes: every row's only member is itself; flashvid with one slot, the representative ("nearest")
     params = {"ppe.max_members": 1, "ppe.member_choice": "nearest"} if with_ppe.startswith("flashvid") else {}
-    ids, cos = ask_ids(*tiny_qwen, with_ppe, **params)
-    plain_ids, plain_cos = ask_ids(*tiny_qwen, without)
+    base = {"llm_layer": 1} if without == "flashvid" else {}  # the tiny model has 2 decoder layers
+    ids, cos = ask_ids(*tiny_qwen, with_ppe, **params, **base)
+    plain_ids, plain_cos = ask_ids(*tiny_qwen, without, **base)
     assert ids == plain_ids and torch.equal(cos, plain_cos)
 
 
@@ -485,7 +487,8 @@ def test_any_grid_gives_the_exact_count(name, grid, retention, seed):
     ],
 )
 def test_end_to_end(name, model):
-    vlm = vidcompress.wrap(model, method=name, retention=0.25)
+    params = {"llm_layer": 1} if name.startswith("flashvid") else {}  # the tiny models have 2 decoder layers
+    vlm = vidcompress.wrap(model, method=name, retention=0.25, **params)
     answer = vlm.ask(FRAMES, QUESTION, num_frames=8, max_new_tokens=3)
     assert answer.stats["visual_tokens_out"] == target_count(tuple(answer.stats["grid"]), 0.25)
     assert answer.stats["visual_tokens_out"] < answer.stats["visual_tokens_in"]
