@@ -71,10 +71,23 @@ def test_methods_table_and_json():
     assert {row["name"] for row in rows} >= {"none", "uniform", "random"}
 
 
-def test_demo_is_labelled_and_saves_tokens():
+def test_demo_answers_a_testbed_question_and_saves_tokens():
     result = vidcompress("demo", "--json")
     assert result.returncode == 0, result.stderr
     payload = json.loads(result.stdout)
-    assert payload["random_weights"] is True
+    assert payload["random_weights"] is False and "test-bed" in payload["model"]
     none, uniform = payload["answers"]["none"]["stats"], payload["answers"]["uniform"]["stats"]
-    assert uniform["visual_tokens_out"] == none["visual_tokens_in"] // 4
+    assert none["visual_tokens_in"] == 256  # 32 frames of 112 px: 16 steps of 4x4
+    assert uniform["visual_tokens_out"] == 64
+    # the shipped model has learned the scene-change family (100 % on the test split): its answer is the truth
+    assert payload["answers"]["none"]["text"].split()[0] == payload["truth"]
+
+
+def test_demo_falls_back_to_the_labelled_random_model(monkeypatch, capsys):
+    import vidcompress.testbed.model as testbed_model
+    from vidcompress.cli import main
+
+    monkeypatch.setattr(testbed_model, "testbed_available", lambda: False)
+    assert main(["demo", "--json", "--num-frames", "8"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["random_weights"] is True and payload["truth"] is None
