@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 
 import torch
@@ -10,6 +11,7 @@ import torch.nn.functional as F
 
 from vidcompress.assemble import merge_tokens
 from vidcompress.compressor import Compressor
+from vidcompress.ops.budgets import int_tensor_on
 from vidcompress.ops.reconcile import Grouping, reconcile, release_candidates
 from vidcompress.ops.sinkhorn import gibbs_kernel, sinkhorn
 from vidcompress.registry import register_compressor
@@ -49,6 +51,13 @@ def window_ids(height: int, width: int, windows: int, device: torch.device) -> t
     return (rows[:, None] * windows + cols[None, :]).reshape(-1)
 
 
+def window_sizes(height: int, width: int, windows: int) -> list[int]:
+    """Number of raster cells in each of the ``windows x windows`` blocks of :func:`window_ids`, on the host."""
+    rows = [sum(1 for i in range(height) if i * windows // height == r) for r in range(windows)]
+    cols = [sum(1 for j in range(width) if j * windows // width == c) for c in range(windows)]
+    return [r * c for r in rows for c in cols]
+
+
 def select_anchors(
     attention: torch.Tensor, grid: Grid, num_anchors: int, global_ratio: float, windows: int
 ) -> torch.Tensor:
@@ -64,12 +73,12 @@ def select_anchors(
     by_attention = torch.sort(-attention, dim=1, stable=True).indices
     by_window = torch.sort(window[by_attention], dim=1, stable=True).indices
     ordered = by_attention.gather(1, by_window)  # (window, attention desc, index)
-    sizes = torch.bincount(window, minlength=windows * windows)
-    window_start = torch.cumsum(sizes, 0) - sizes
+    sizes = window_sizes(grid[1], grid[2], windows)
+    window_start = int_tensor_on(tuple(itertools.accumulate(sizes, initial=0))[:-1], device)
     rank = torch.arange(n, device=device) - window_start[window[ordered]]
     is_local = torch.zeros(frames, n, dtype=torch.bool, device=device)
     is_local.scatter_(1, ordered, rank < per_window)
-    num_global = num_anchors - int(torch.clamp(sizes, max=per_window).sum())
+    num_global = num_anchors - sum(min(size, per_window) for size in sizes)
     rest = attention.masked_fill(is_local, float("-inf"))
     global_order = torch.sort(rest, dim=1, descending=True, stable=True).indices[:, :num_global]
     is_anchor = is_local.scatter(1, global_order, True)

@@ -20,14 +20,15 @@ MEMBER_CHOICES = ("reference", "nearest", "spread")
 
 
 def _member_order(tokens: VideoTokens, out: CompressedTokens, member_choice: str) -> torch.Tensor:
-    """Flat indices of the kept tokens sorted by (output row, member key)."""
+    """``[M]`` flat indices of the input tokens sorted by (output row, member key); dropped tokens come last."""
     source = out.source
-    members = torch.nonzero(source >= 0).squeeze(1)
-    row = source[members]
+    row = torch.where(source >= 0, source, out.num_tokens)
+    members = torch.arange(source.shape[0], device=source.device)
     if member_choice == "nearest":
         features = tokens.flat_features.float()
-        key = (features[members] - features[out.representatives[row]]).norm(dim=-1)
-        key = key.masked_fill(members == out.representatives[row], -1.0)  # the representative first
+        representative = out.representatives[row.clamp(max=out.num_tokens - 1)]
+        key = (features - features[representative]).norm(dim=-1)
+        key = key.masked_fill(members == representative, -1.0)  # the representative first
         by_key = torch.sort(key, stable=True).indices
         members, row = members[by_key], row[by_key]
     return members[torch.sort(row, stable=True).indices]
@@ -70,7 +71,9 @@ def attach_position_sets(
     if out.source.shape[0] != tokens.num_tokens:
         raise ValueError(f"out.source covers {out.source.shape[0]} tokens, the input has {tokens.num_tokens}")
     ordered = _member_order(tokens, out, member_choice)
-    sizes = torch.bincount(out.source[out.source >= 0], minlength=out.num_tokens)
+    member = out.source >= 0
+    sizes = torch.zeros(out.num_tokens, dtype=torch.long, device=member.device)
+    sizes.index_add_(0, out.source.clamp(min=0), member.long())
     first = torch.cumsum(sizes, 0) - sizes
     rank = _slot_ranks(sizes, max_members, member_choice)
     picked = ordered[first[:, None] + rank.clamp(min=0)]
@@ -78,10 +81,9 @@ def attach_position_sets(
     return dataclasses.replace(out, position_sets=tokens.flat_positions[picked])
 
 
-def frame_budgets(num_frames: int, count: int) -> torch.Tensor:
+def frame_budgets(num_frames: int, count: int) -> list[int]:
     """``count`` clusters split over frames as evenly as possible (extra clusters on evenly spaced frames)."""
-    frames = torch.arange(num_frames)
-    return ((frames + 1) * count) // num_frames - (frames * count) // num_frames
+    return [((frame + 1) * count) // num_frames - (frame * count) // num_frames for frame in range(num_frames)]
 
 
 @register_compressor(
@@ -137,13 +139,13 @@ class PPE(Compressor):
         if self.exact:
             clusters = frame_budgets(frames, count)
         else:
-            clusters = torch.full((frames,), max(math.ceil(n * self.retention), 1), dtype=torch.long)
-        clusters = clusters.to(tokens.features.device)
-        neighbours = torch.where(self.k > clusters, (clusters // 2).clamp(min=1, max=3), self.k)
-        is_centre, centre = dpc_knn(tokens.features, clusters, neighbours)
+            clusters = [max(math.ceil(n * self.retention), 1)] * frames
+        neighbours = [self.k if self.k <= c else min(max(c // 2, 1), 3) for c in clusters]
+        _, centre = dpc_knn(tokens.features, clusters, neighbours)
         frame_offset = torch.arange(frames, device=centre.device)[:, None] * n
         rep_of = torch.where(centre >= 0, centre + frame_offset, centre).reshape(-1)
-        grouping = group_by_representative(rep_of)
+        # every frame has exactly its cluster count of centres, each its own representative
+        grouping = group_by_representative(rep_of, num_groups=sum(clusters))
         merged = merge_tokens(tokens, grouping.group, grouping.representative)
         return self.modify_positions(tokens, merged)
 

@@ -6,6 +6,7 @@ import torch
 
 from vidcompress.assemble import select_tokens
 from vidcompress.compressor import Compressor
+from vidcompress.kernels import MAX_TOKENS, greedy_kcenter
 from vidcompress.llm_stage import LayerInputs, LayerReduction, keep_top_visual
 from vidcompress.ops.greedy import farthest_point_select
 from vidcompress.registry import register_compressor
@@ -43,6 +44,12 @@ class ToDRE(Compressor):
     Text keeps its original positions. The paper's layer is not public ("certain decoder layers"; methods.md suggests
     1/2 to 2/3 of the depth); the default 18 is 2/3 of a 28-layer LLM (Qwen2.5-VL-7B, LLaVA-OV-7B). It must be
     smaller than the model's layer count; the LLM stage raises otherwise.
+
+    Implementation: the default stage 1 (``k_center`` from the ``farthest_neighbor`` seed, pools of at most
+    :data:`~vidcompress.kernels.MAX_TOKENS` tokens) is DivPrune's global selection and runs as one batched program
+    (:func:`~vidcompress.kernels.greedy_kcenter`: one cosine GEMM, the greedy loop in one Triton program on CUDA, no
+    host sync); the other variants and larger pools use the step loop of
+    :func:`~vidcompress.ops.greedy.farthest_point_select` (same picks up to ties and rounding).
 
     Retention: ``retention`` is the stage-1 fraction at the LLM input (the paper's headline: 10% after the encoder,
     then all visual tokens removed in the late layers); stage 2 is extra and reported as the layer-averaged retention.
@@ -97,6 +104,8 @@ class ToDRE(Compressor):
             assert tokens.attention is not None  # checked by Compressor.__call__
             first = tokens.attention.reshape(-1).to(torch.float32).argmax().reshape(1)
             picks = farthest_point_select(flat, count, seed=first, aggregate=VARIANTS[self.variant])
+        elif self.variant == "k_center" and tokens.num_tokens <= MAX_TOKENS:
+            picks = greedy_kcenter(flat, count, count, validate=False).order
         else:
             picks = farthest_point_select(flat, count, aggregate=VARIANTS[self.variant])
         return select_tokens(tokens, picks[0])

@@ -18,6 +18,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from vidcompress import VideoTokens, available_methods, get_compressor, method_info, target_count
+from vidcompress.ops.dpc_knn import dpc_knn
+from vidcompress.ops.reconcile import group_by_representative
 
 #: Operators whose result (or output size) needs the tensor's data on the host.
 SYNC_OPS = {
@@ -34,7 +36,7 @@ SYNC_OPS = {
     "equal",
 }
 #: Token-stage methods that still synchronise (issue 5 follow-ups; their files belong to other work streams).
-KNOWN_SYNCING = {"aot", "dycoke", "fastvid", "flashvid", "holitom", "keyframe", "ppe", "prunevid"}
+KNOWN_SYNCING = {"aot", "dycoke", "fastvid", "flashvid", "holitom", "keyframe", "prunevid"}
 GRID = (4, 4, 4)
 RETENTIONS = (0.1, 0.25, 0.5)
 
@@ -132,3 +134,28 @@ def test_known_exception_still_syncs(name: str) -> None:
     except ValueError:  # a method whose defaults refuse this small input cannot be checked here
         syncs = True
     assert syncs, f"{name} no longer synchronises: remove it from KNOWN_SYNCING"
+
+
+def test_group_by_representative_with_known_count_is_sync_free_and_equal() -> None:
+    rep_of = torch.tensor([3, 3, -1, 3, 7, 7, 0, -1, 7, 0])  # representatives 0, 3, 7 (0 is also the clamp of -1)
+    with SyncGuard():
+        fast = group_by_representative(rep_of, num_groups=3)
+    assert fast.representative.tolist() == [0, 3, 7]
+    assert fast.group.tolist() == [1, 1, -1, 1, 2, 2, 0, -1, 2, 0]
+    slow = group_by_representative(rep_of)
+    assert torch.equal(fast.group, slow.group) and torch.equal(fast.representative, slow.representative)
+
+
+def test_dpc_knn_with_host_counts_is_sync_free_and_equal() -> None:
+    x = torch.randn(3, 9, 4, generator=torch.Generator().manual_seed(1))
+    with SyncGuard():
+        centre, assignment = dpc_knn(x, [1, 2, 3], (2, 3, 5))
+    assert centre.sum(1).tolist() == [1, 2, 3]
+    tensor_centre, tensor_assignment = dpc_knn(x, torch.tensor([1, 2, 3]), torch.tensor([2, 3, 5]))
+    assert torch.equal(centre, tensor_centre) and torch.equal(assignment, tensor_assignment)
+
+
+@pytest.mark.parametrize("clusters", ([0, 10, 1], [-1, 1, 1]))
+def test_dpc_knn_host_counts_are_checked(clusters: list[int]) -> None:
+    with pytest.raises(ValueError, match="cluster counts"):
+        dpc_knn(torch.randn(3, 9, 4), clusters, 2)

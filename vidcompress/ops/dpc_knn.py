@@ -16,17 +16,28 @@ number of valid tokens, clusters and neighbours, so one ``cdist`` serves a whole
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
+from .budgets import int_tensor_on
+
 __all__ = ["DensityPeaks", "pairwise_distances", "density_peaks", "rank_desc", "dpc_knn"]
 
 
-def _per_row(value: int | torch.Tensor, rows: int, device: torch.device) -> torch.Tensor:
+PerRow = int | Sequence[int] | torch.Tensor
+
+
+def _per_row(value: PerRow, rows: int, device: torch.device) -> tuple[torch.Tensor, tuple[int, ...] | None]:
+    """``value`` as a ``[rows]`` long tensor on ``device``, plus its host values when the caller gave host ints
+    (an int or a sequence), so that checks and sizes need no read-back."""
     if isinstance(value, torch.Tensor):
-        return value.to(device=device, dtype=torch.long).reshape(rows)
-    return torch.full((rows,), int(value), dtype=torch.long, device=device)
+        return value.to(device=device, dtype=torch.long).reshape(rows), None
+    host = (int(value),) * rows if isinstance(value, int) else tuple(int(v) for v in value)
+    if len(host) != rows:
+        raise ValueError(f"expected {rows} per-row values, got {len(host)}")
+    return int_tensor_on(host, device), host
 
 
 def pairwise_distances(x: torch.Tensor) -> torch.Tensor:
@@ -44,25 +55,28 @@ class DensityPeaks:
     score: torch.Tensor  # rho * delta, -inf for invalid tokens
 
 
-def density_peaks(x: torch.Tensor, k: int | torch.Tensor, valid: torch.Tensor | None = None) -> DensityPeaks:
+def density_peaks(x: torch.Tensor, k: PerRow, valid: torch.Tensor | None = None) -> DensityPeaks:
     """Density ``rho`` and centre score ``rho * delta`` of every token of ``x`` ``[B, n, D]``.
 
     Args:
         x: features, any float dtype (computed in float32).
-        k: neighbours for the density (the token itself included), an int or one per row; clipped to the number of
-            valid tokens of the row.
+        k: neighbours for the density (the token itself included), an int or one per row (host ints need no
+            synchronisation; a tensor is read back for its check and maximum); clipped to the number of valid tokens
+            of the row.
         valid: optional ``[B, n]`` bool mask of the tokens that take part; the others are ignored.
     """
     rows, n, _ = x.shape
     device = x.device
     valid = torch.ones(rows, n, dtype=torch.bool, device=device) if valid is None else valid.to(device)
-    k = _per_row(k, rows, device)
-    if bool((k < 1).any()):
-        raise ValueError(f"DPC-kNN needs k >= 1 neighbours, got {k.tolist()}")
+    k, k_host = _per_row(k, rows, device)
+    if k_host is None:
+        k_host = tuple(k.tolist())  # host sync; pass host ints on the hot path
+    if min(k_host, default=1) < 1:
+        raise ValueError(f"DPC-kNN needs k >= 1 neighbours, got {list(k_host)}")
     pair_valid = valid[:, :, None] & valid[:, None, :]
     distances = pairwise_distances(x)
     knn_dist = distances.masked_fill(~pair_valid, float("inf"))
-    k_max = int(min(int(k.max()), n))
+    k_max = min(max(k_host, default=1), n)
     nearest = torch.topk(knn_dist, k_max, dim=-1, largest=False).values  # [B, n, k_max]
     k_row = torch.minimum(k, valid.sum(-1).clamp(min=1))
     use = (torch.arange(k_max, device=device)[None, None, :] < k_row[:, None, None]) & torch.isfinite(nearest)
@@ -89,13 +103,21 @@ def rank_desc(score: torch.Tensor) -> torch.Tensor:
     return rank
 
 
+def _check_cluster_counts(clusters: Sequence[int], available: Sequence[int]) -> None:
+    if any(c < 0 or c > a for c, a in zip(clusters, available)):
+        raise ValueError(f"DPC-kNN cluster counts {list(clusters)} must lie in [0, valid tokens {list(available)}]")
+
+
 def dpc_knn(
     x: torch.Tensor,
-    num_clusters: int | torch.Tensor,
-    k: int | torch.Tensor,
+    num_clusters: PerRow,
+    k: PerRow,
     valid: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Cluster each row of ``x`` ``[B, n, D]`` into ``num_clusters`` (int or one per row) density-peak clusters.
+
+    Sync-free when ``num_clusters`` and ``k`` are host ints and ``valid`` is ``None``; tensors (or a ``valid`` mask)
+    are read back to the host once to check that every count lies in ``[0, valid tokens]``.
 
     Returns:
         ``(centre, assignment)``: ``centre`` ``[B, n]`` bool marks the cluster centres; ``assignment`` ``[B, n]`` long
@@ -104,12 +126,13 @@ def dpc_knn(
     """
     rows, n, _ = x.shape
     device = x.device
+    valid_given = valid is not None
     valid = torch.ones(rows, n, dtype=torch.bool, device=device) if valid is None else valid.to(device)
-    clusters = _per_row(num_clusters, rows, device)
-    if bool((clusters > valid.sum(-1)).any()) or bool((clusters < 0).any()):
-        raise ValueError(
-            f"DPC-kNN cluster counts {clusters.tolist()} must lie in [0, valid tokens {valid.sum(-1).tolist()}]"
-        )
+    clusters, clusters_host = _per_row(num_clusters, rows, device)
+    if clusters_host is None or valid_given:
+        _check_cluster_counts(clusters.tolist(), valid.sum(-1).tolist())  # host sync
+    else:
+        _check_cluster_counts(clusters_host, [n] * rows)
     peaks = density_peaks(x, k, valid)
     centre = (rank_desc(peaks.score) < clusters[:, None]) & valid
     to_centre = peaks.distances.masked_fill(~centre[:, None, :], float("inf"))

@@ -48,13 +48,24 @@ class Grouping:
         return int(self.representative.shape[0])
 
 
-def group_by_representative(rep_of: torch.Tensor, weights: torch.Tensor | None = None) -> Grouping:
+def group_by_representative(
+    rep_of: torch.Tensor, weights: torch.Tensor | None = None, num_groups: int | None = None
+) -> Grouping:
     """Grouping from ``rep_of`` ``[M]``: the flat index of each token's representative, ``-1`` when dropped.
 
-    Groups are numbered in order of their representatives; ``weights`` default to 1 (plain means).
+    Groups are numbered in order of their representatives; ``weights`` default to 1 (plain means). ``num_groups``:
+    the number of distinct representatives when the caller knows it on the host (it must be exact); the grouping is
+    then built without a host sync. ``None`` finds them with ``unique`` (a sync on CUDA).
     """
     member = rep_of >= 0
-    reps = torch.unique(rep_of[member])  # sorted
+    if num_groups is None:
+        reps = torch.unique(rep_of[member])  # sorted
+    else:
+        size = rep_of.shape[0]
+        flags = torch.zeros(size, dtype=torch.long, device=rep_of.device)
+        flags.scatter_reduce_(0, rep_of.clamp(min=0), member.long(), reduce="amax")
+        index = torch.arange(size, device=rep_of.device)
+        reps = torch.sort(torch.where(flags > 0, index, size)).values[:num_groups]
     group = torch.where(member, torch.searchsorted(reps, rep_of.clamp(min=0)), torch.full_like(rep_of, -1))
     weights = torch.ones(rep_of.shape[0], device=rep_of.device) if weights is None else weights.float()
     return Grouping(group=group, representative=reps, weights=weights)
