@@ -22,6 +22,7 @@ from transformers import BatchFeature, PreTrainedModel, ProcessorMixin
 from vidcompress.tokens import CompressedTokens, VideoTokens
 from vidcompress.video import VideoClip
 
+from .decode_stage import decode_pruning
 from .llm_stage import LLMStageReport, layer_reduction
 from .ppe_rotary import ppe_rotary
 
@@ -198,15 +199,25 @@ class VideoLLMAdapter(ABC):
         return [out.position_sets.to(self.device) for out in outputs if out.position_sets is not None]
 
     def generate(
-        self, llm_inputs: LLMInputs, llm_stage: Any = None, **generate_kwargs: Any
+        self, llm_inputs: LLMInputs, llm_stage: Any = None, decode_stage: Any = None, **generate_kwargs: Any
     ) -> tuple[torch.Tensor, LLMStageReport | None]:
-        """``model.generate`` on spliced inputs, with the LLM stage of ``llm_stage`` (a compressor) when given.
+        """``model.generate`` on spliced inputs, with the LLM stage of ``llm_stage`` (a compressor) when given, and
+        the per-step decode stage of ``decode_stage`` (:mod:`.decode_stage`) when given.
 
         When ``llm_inputs.position_sets`` is set, the PPE rotary hook is active during the call as well.
         Returns the new tokens ``[B, new]`` and the LLM stage's report (``None`` without one).
         """
+        if llm_stage is not None and decode_stage is not None:
+            raise ValueError(
+                f"{decode_stage.name!r} (decode stage) cannot be chained with {llm_stage.name!r} (LLM stage): the LLM "
+                "stage shortens the KV cache of the layers the decode stage masks; use one of them"
+            )
         try:
             with torch.no_grad(), ExitStack() as hooks:
+                if decode_stage is not None:
+                    hooks.enter_context(
+                        decode_pruning(self.model.model.language_model, decode_stage, llm_inputs.visual_mask)
+                    )
                 if llm_inputs.position_sets is not None:
                     hooks.enter_context(ppe_rotary(self.model, llm_inputs.video_indices(), llm_inputs.position_sets))
                 report = None

@@ -25,7 +25,7 @@ METHODS = {
     "flashvid": {"llm_layer": 1},  # the tiny models have 2 decoder layers; the reference's layer 20 needs 21+
     "holitom": {},
     "fastvid": {},
-    "dycoke": {},
+    "dycoke": {"decode_layer": 1},  # the decode stage acts from layer L = 3 by default; the tiny models have 2
     "vidcom2": {},
     "prunevid": {},
 }

@@ -159,6 +159,7 @@ class VideoLLM:
             new_tokens, llm_report = self.adapter.generate(
                 llm_inputs,
                 llm_stage=self.compressor.stage("llm"),
+                decode_stage=self.compressor.stage("decode"),
                 max_new_tokens=max_new_tokens,
                 logits_processor=processors,
                 **generate_kwargs,

@@ -5,6 +5,8 @@ A compressor may act at three points of the pipeline (``design.md``):
 * ``frame`` — before the vision encoder: choose frames (and sizes) to encode;
 * ``token`` — between the encoder and the LLM: prune / merge / select visual tokens (the common case);
 * ``llm`` — inside the decoder at a layer ``K``;
+* ``decode`` — at every decoding step after the prefill, inside the decoder from a layer ``L`` on (DyCoke's dynamic
+  KV pruning: layers ``>= L`` attend to a per-step subset of the cached visual keys);
 * ``positions`` — a modifier of another method's token-stage output (PPE's multi-position embedding). A method with
   this stage may also have a token stage of its own, used when it is not chained after another token-stage method.
 
@@ -24,6 +26,8 @@ from .llm_stage import AttentionQuery, LayerInputs, LayerReduction
 from .tokens import CompressedTokens, VideoTokens, check_retention, target_count
 
 if TYPE_CHECKING:
+    import torch
+
     from .registry import MethodInfo
 
 __all__ = ["Compressor", "Pipeline", "STAGES"]
@@ -46,6 +50,8 @@ class Compressor:
     llm_layer: int
     #: LLM stage only: whose attention at layer ``K - 1`` :meth:`reduce_in_llm` needs.
     llm_attention_query: ClassVar[AttentionQuery] = "none"
+    #: decode stage only: the decoder layer ``L`` from which decoding steps attend to the kept visual keys only.
+    decode_layer: int
 
     def __init__(self, retention: float = 1.0, *, exact: bool = True) -> None:
         self.retention = check_retention(retention)
@@ -109,6 +115,22 @@ class Compressor:
     def reduce_in_llm(self, inputs: LayerInputs) -> LayerReduction:
         """Decide at layer ``llm_layer`` which positions survive. LLM-stage methods override this."""
         raise NotImplementedError(f"{type(self).__name__} has no LLM stage")
+
+    # -- decode stage ---------------------------------------------------------------------------------------------
+    def prune_in_decode(
+        self,
+        attention: torch.Tensor,
+        visual_mask: torch.Tensor,
+        previous_attention: torch.Tensor | None,
+        previous_keep: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """``[B, S]`` bool: the prompt keys layers ``>= decode_layer`` attend to at this decoding step.
+
+        ``attention`` ``[B, S]`` is the current token's attention at layer ``decode_layer - 1`` over the prompt;
+        ``previous_attention`` / ``previous_keep`` are those of the previous step (``None`` at the first step).
+        Decode-stage methods override this.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no decode stage")
 
     # -- positions stage ------------------------------------------------------------------------------------------
     def modify_positions(self, tokens: VideoTokens, out: CompressedTokens) -> CompressedTokens:
