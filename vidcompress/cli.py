@@ -20,7 +20,8 @@ def _progress(message: str) -> None:
     print(f"[vidcompress] {message}", file=sys.stderr, flush=True)
 
 
-def _parse_params(pairs: Sequence[str]) -> dict[str, Any]:
+def parse_params(pairs: Sequence[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs of ``--param`` options; values are JSON where they parse, strings otherwise."""
     params: dict[str, Any] = {}
     for pair in pairs:
         if "=" not in pair:
@@ -49,7 +50,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .api import wrap
 
     _progress(f"loading {args.model} with method {args.method!r} at retention {args.retention:g}")
-    vlm = wrap(args.model, method=args.method, retention=args.retention, device=args.device, **_parse_params(args.param))
+    vlm = wrap(args.model, method=args.method, retention=args.retention, device=args.device, **parse_params(args.param))
     _progress(f"answering about {args.video}")
     answer = vlm.ask(
         args.video,

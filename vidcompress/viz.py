@@ -19,7 +19,6 @@ Figures are built with :class:`matplotlib.figure.Figure` (no pyplot state) and w
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from .cli import parse_params
 from .compare import ComparisonTable, VideoCompression
 
 __all__ = [
@@ -288,19 +288,6 @@ def save_figure(fig: Any, path: str | Path, dpi: int = 110) -> Path:
 
 
 # -- command line -----------------------------------------------------------------------------------------------------
-def _parse_params(pairs: Sequence[str]) -> dict[str, Any]:
-    params: dict[str, Any] = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise ValueError(f"--param expects KEY=VALUE, got {pair!r}")
-        key, raw = pair.split("=", 1)
-        try:
-            params[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            params[key] = raw
-    return params
-
-
 def build_viz_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vidcompress viz", description="Draw which visual tokens a method keeps, on the video's frames."
@@ -339,7 +326,7 @@ def viz_command(argv: Sequence[str] | None = None) -> int:
             num_frames=None if args.fps is not None else args.num_frames,
             fps=args.fps,
             max_frames=args.max_frames,
-            **_parse_params(args.param),
+            **parse_params(args.param),
         )
         path = save_figure(plot_overlay(comp, max_frames=args.show_frames), args.output)
     except (ValueError, FileNotFoundError, OSError) as error:
