@@ -62,22 +62,24 @@ def _query_attention(
     """``[B, S]`` attention paid by the ``queries`` positions (``[B, S]`` bool) to every key, mean over heads/queries.
 
     Recomputes ``q`` and ``k`` exactly as the attention module does (projection, rotary, GQA repetition) for the one
-    layer that scores; causal and padding masks applied.
+    layer that scores; causal and padding masks applied. Only the query rows from the first chosen position on are
+    formed (one row for the last token), so the score matrix is ``[B, H, Q, S]``, not ``[B, H, S, S]``.
     """
     batch, length, _ = hidden.shape
     head_dim = attn.head_dim
-    q = attn.q_proj(hidden).view(batch, length, -1, head_dim).transpose(1, 2).float()
-    k = attn.k_proj(hidden).view(batch, length, -1, head_dim).transpose(1, 2).float()
+    first = int(queries.any(0).int().argmax())  # the chosen queries lie in the suffix [first, S)
     cos, sin = cos.unsqueeze(1).float(), sin.unsqueeze(1).float()
-    q = q * cos + _rotate_half(q) * sin
+    q = attn.q_proj(hidden[:, first:]).view(batch, length - first, -1, head_dim).transpose(1, 2).float()
+    k = attn.k_proj(hidden).view(batch, length, -1, head_dim).transpose(1, 2).float()
+    q = q * cos[:, :, first:] + _rotate_half(q) * sin[:, :, first:]
     k = k * cos + _rotate_half(k) * sin
     k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
-    scores = (q @ k.transpose(-1, -2)) * attn.scaling  # [B, H, S, S]
+    scores = (q @ k.transpose(-1, -2)) * attn.scaling  # [B, H, Q, S]
     positions = torch.arange(length, device=hidden.device)
-    allowed = (positions[None, :] <= positions[:, None])[None, None] & valid[:, None, None, :]
+    allowed = (positions[None, :] <= positions[first:, None])[None, None] & valid[:, None, None, :]
     weights = torch.softmax(scores.masked_fill(~allowed, -float("inf")), dim=-1).nan_to_num(0.0)
-    per_query = weights.mean(dim=1)  # [B, S, S]
-    chosen = queries.float()
+    per_query = weights.mean(dim=1)  # [B, Q, S]
+    chosen = queries[:, first:].float()
     return (per_query * chosen[:, :, None]).sum(1) / chosen.sum(1, keepdim=True).clamp(min=1)
 
 
