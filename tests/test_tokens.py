@@ -160,3 +160,13 @@ def test_grid_positions_cover_each_cell_once():
     positions = grid_positions((3, 4, 5)).reshape(-1, 3)
     assert len({tuple(p) for p in positions.tolist()}) == 60
     assert math.prod(positions.max(0).values.add(1).tolist()) == 60
+
+
+def test_side_inputs_are_validated_when_added():
+    tokens = random_tokens(t=2, h=2, w=2, d=4)
+    extended = tokens.with_side_inputs(timestamps=torch.tensor([0.0, 1.0]), query=torch.ones(3, 4))
+    assert torch.equal(extended.features, tokens.features) and extended.query.shape == (3, 4)
+    with pytest.raises(ValueError, match="query contains 1 NaN"):
+        tokens.with_side_inputs(query=torch.tensor([[0.0, float("nan"), 0.0, 0.0]]))
+    with pytest.raises(ValueError, match="timestamps must have shape"):
+        tokens.with_side_inputs(timestamps=torch.zeros(3))

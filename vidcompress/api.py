@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from .compressor import Compressor, Pipeline
 from .frame_stage import FrameSelection, complete_groups, resize_frames
 from .registry import get_compressor
 from .timing import FirstTokenClock, StageTimer
+from .tokens import VideoTokens
 from .video import VideoClip, VideoInput, load_video
 
 __all__ = ["Answer", "VideoLLM", "wrap", "SUPPORTED_MODEL_TYPES"]
@@ -141,10 +141,7 @@ class VideoLLM:
         with timer("vision_encoder"):
             for sample_inputs, clip, question in zip(inputs, clips, questions):
                 sample = self.adapter.encode(sample_inputs, with_attention=self.compressor.needs_attention)
-                extras = {"timestamps": self._group_timestamps(clip, sample.tokens.grid[0])}
-                if self.compressor.needs_query:
-                    extras["query"] = self.adapter.question_embeddings(question).to(sample.tokens.features.dtype)
-                sample.tokens = dataclasses.replace(sample.tokens, **extras)
+                sample.tokens = sample.tokens.with_side_inputs(**self.side_inputs(sample.tokens, clip, question))
                 samples.append(sample)
         with timer("compression"):
             outputs = [self.compressor(sample.tokens) for sample in samples]
@@ -231,6 +228,14 @@ class VideoLLM:
             sampled_fps=clip.sampled_fps * len(indices) / clip.num_frames,
             source=clip.source,
         )
+
+    def side_inputs(self, tokens: VideoTokens, clip: VideoClip, question: str) -> dict[str, torch.Tensor]:
+        """What the compressor reads beside the features: the timestamps of ``tokens``' temporal steps and, when the
+        method needs it, the question's embeddings. Pass the result to :meth:`VideoTokens.with_side_inputs`."""
+        inputs = {"timestamps": self._group_timestamps(clip, tokens.grid[0])}
+        if self.compressor.needs_query:
+            inputs["query"] = self.adapter.question_embeddings(question).to(tokens.features.dtype)
+        return inputs
 
     def _group_timestamps(self, clip: VideoClip, steps: int) -> torch.Tensor:
         """Seconds of each temporal step: the first frame of each step (Qwen2.5-VL groups two frames)."""

@@ -18,7 +18,6 @@ grid and the :class:`~vidcompress.tokens.CompressedTokens`.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import statistics
 from collections.abc import Callable, Mapping, Sequence
@@ -413,10 +412,7 @@ def compress_video(
     clip: VideoClip = load_video(video, num_frames=num_frames, fps=fps, max_frames=max_frames)
     inputs = adapter.preprocess(clip, adapter.prompt(question))
     sample = adapter.encode(inputs, with_attention=vlm.compressor.needs_attention)
-    extras: dict[str, Any] = {"timestamps": vlm._group_timestamps(clip, sample.tokens.grid[0])}
-    if vlm.compressor.needs_query:
-        extras["query"] = adapter.question_embeddings(question).to(sample.tokens.features.dtype)
-    tokens = dataclasses.replace(sample.tokens, **extras)
+    tokens = sample.tokens.with_side_inputs(**vlm.side_inputs(sample.tokens, clip, question))
     with torch.no_grad():
         out = vlm.compressor(tokens)
     height, width = _processed_size(adapter, inputs)

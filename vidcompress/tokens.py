@@ -14,6 +14,7 @@ Validation raises :class:`ValueError` naming the problem; nothing is silently cl
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 from dataclasses import dataclass, field
@@ -168,6 +169,19 @@ class VideoTokens:
     def _check_device(name: str, value: torch.Tensor, device: torch.device) -> None:
         if value.device != device:
             raise ValueError(f"{name} is on {value.device} but features are on {device}")
+
+    def with_side_inputs(
+        self, timestamps: torch.Tensor | None = None, query: torch.Tensor | None = None
+    ) -> VideoTokens:
+        """A copy carrying ``timestamps`` / ``query``. Shapes are validated as usual; the finiteness scan covers only
+        the new tensors, since the features and attention were scanned when these tokens were built."""
+        extended = dataclasses.replace(self, timestamps=timestamps, query=query, check_finite=False)
+        if self.check_finite:
+            for name, value in (("timestamps", timestamps), ("query", query)):
+                if value is not None:
+                    _check_finite(name, value)
+        object.__setattr__(extended, "check_finite", self.check_finite)  # later copies scan as this one would
+        return extended
 
     @property
     def num_tokens(self) -> int:

@@ -22,7 +22,6 @@ Its TTFT is what a compressor that cost nothing would reach.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import statistics
 import time
@@ -188,13 +187,8 @@ def _run(
     with torch.no_grad():
         marks.mark("start")
         sample = adapter.encode(prepared.inputs, with_attention=compressor.needs_attention)
-        steps = sample.tokens.grid[0]
-        stamps = torch.as_tensor(prepared.clip.timestamps[:: adapter.frames_per_step][:steps], dtype=torch.float32)
-        extras: dict[str, Any] = {"timestamps": stamps.to(device)}
         marks.mark("encoded")
-        if compressor.needs_query:
-            extras["query"] = adapter.question_embeddings(question).to(sample.tokens.features.dtype)
-        sample.tokens = dataclasses.replace(sample.tokens, **extras)
+        sample.tokens = sample.tokens.with_side_inputs(**vlm.side_inputs(sample.tokens, prepared.clip, question))
         out = compressor(sample.tokens)
         if ideal:  # the kept tokens of the ideal are chosen outside the timed region
             _synchronize(device)
