@@ -43,7 +43,6 @@ from vidcompress.testbed.training import (
     answer_logits,
     register_block_attention,
     video_patches,
-    vision_plan,
 )
 
 
@@ -63,15 +62,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--init", default=None, help="start from a saved model directory instead of random weights")
+    parser.add_argument(
+        "--resume", default=None, help="optimizer state file saved by --state: continue that run's schedule (with --init)"
+    )
+    parser.add_argument("--state", default=None, help="save the optimizer state, step and elapsed time here at the end")
+    parser.add_argument(
+        "--session-minutes", type=float, default=None, help="stop this call after this long; the schedule runs on"
+    )
     parser.add_argument("--out", default=str(WEIGHTS_DIR))
     args = parser.parse_args(argv)
     for name in ("steps", "batch_size", "train_videos", "eval_videos", "test_videos", "eval_every"):
         if getattr(args, name) <= 0:
             raise SystemExit(f"--{name.replace('_', '-')} must be positive")
+    if args.resume and not args.init:
+        raise SystemExit("--resume continues a saved run: pass its weights with --init too")
     return args
 
 
-_VIDEOS: np.ndarray | None = None  # shared-memory array the forked workers write videos into
+_VIDEOS: np.ndarray | None = None  # shared-memory chunk the forked workers write videos into
+_CHUNK = 2048  # videos per shared-memory chunk (keeps /dev/shm use to ~2.5 GB)
 
 
 def _fill(job: tuple[int, int]) -> tuple[list[tuple[str, str]], str, str, str]:
@@ -81,20 +90,25 @@ def _fill(job: tuple[int, int]) -> tuple[list[tuple[str, str]], str, str, str]:
     return sample.questions, sample.family, sample.question, sample.answer
 
 
-def generate(seeds: list[int], workers: int | None) -> dict[str, object]:
-    """Videos (uint8 ``[N, T, H, W, 3]`` tensor), every question of each, family, designated question and answer.
+def generate(seeds: list[int], workers: int | None, device: torch.device) -> dict[str, object]:
+    """Videos (uint8 ``[N, T, H, W, 3]`` on ``device``), every question of each, family, designated question, answer.
 
-    Workers write straight into shared memory (pickling 1.2 MB per video through pipes is the bottleneck).
+    Workers write straight into a shared-memory chunk (pickling 1.2 MB per video through pipes is the bottleneck),
+    which is copied to ``device`` before the next chunk is made.
     """
     global _VIDEOS
-    videos = torch.empty((len(seeds), FRAMES, SIZE, SIZE, 3), dtype=torch.uint8).share_memory_()
-    _VIDEOS = videos.numpy()
+    videos = torch.empty((len(seeds), FRAMES, SIZE, SIZE, 3), dtype=torch.uint8, device=device)
+    chunk = torch.empty((min(_CHUNK, len(seeds)), FRAMES, SIZE, SIZE, 3), dtype=torch.uint8).share_memory_()
+    _VIDEOS = chunk.numpy()
     columns: dict[str, list] = {"questions": [], "family": [], "question": [], "answer": []}
-    with get_context("fork").Pool(workers) as pool:
-        rows = pool.imap(_fill, enumerate(seeds), chunksize=64)
-        for row in tqdm(rows, total=len(seeds), desc="videos"):
-            for key, value in zip(columns, row):
-                columns[key].append(value)
+    with get_context("fork").Pool(workers) as pool, tqdm(total=len(seeds), desc="videos") as progress:
+        for start in range(0, len(seeds), _CHUNK):
+            part = seeds[start : start + _CHUNK]
+            for row in pool.imap(_fill, enumerate(part), chunksize=32):
+                for key, value in zip(columns, row):
+                    columns[key].append(value)
+                progress.update(1)
+            videos[start : start + len(part)] = chunk[: len(part)].to(device)
     _VIDEOS = None
     return {"videos": videos, **columns}
 
@@ -109,7 +123,7 @@ def evaluate(model, prompts: PromptBuilder, processor, data: dict, device, batch
             videos = data["videos"][start:stop].to(device)
             batch = prompts.batch(data["question"][start:stop], data["answer"][start:stop]).to(device)
             pixels, grid = video_patches(processor, videos)
-            _, logits = answer_logits(model, batch, pixels, grid, _plan(model, grid))
+            _, logits = answer_logits(model, batch, pixels, grid)
             predicted = logits.argmax(-1)
             truth = batch.input_ids[torch.arange(stop - start, device=device), batch.answer_start]
             for family, hit in zip(data["family"][start:stop], (predicted == truth).tolist()):
@@ -118,17 +132,6 @@ def evaluate(model, prompts: PromptBuilder, processor, data: dict, device, batch
     accuracy = {family: float(np.mean(hits[family])) for family in FAMILIES if hits[family]}
     accuracy["overall"] = float(np.mean([h for family in hits for h in hits[family]]))
     return accuracy
-
-
-_PLANS: dict[tuple, dict] = {}
-
-
-def _plan(model, grid: torch.Tensor) -> dict:
-    """The vision bookkeeping of ``grid``, made once per distinct batch of grids."""
-    key = tuple(map(tuple, grid.tolist()))
-    if key not in _PLANS:
-        _PLANS[key] = vision_plan(model, grid)
-    return _PLANS[key]
 
 
 def chance(data: dict) -> dict[str, float]:
@@ -205,31 +208,36 @@ def main(argv: list[str] | None = None) -> int:
     else:
         model, processor = build_testbed_model(seed=args.seed)
     model.to(device).train()
+    torch.backends.cudnn.benchmark = True
     register_block_attention(model)
     prompts = PromptBuilder(processor, model.config)
 
-    train = generate(train_seeds(args.train_videos), args.workers)
-    validation = generate(list(split_seeds("validation"))[: args.eval_videos], args.workers)
-    test = generate(list(split_seeds("test"))[: args.test_videos], args.workers)
+    train = generate(train_seeds(args.train_videos), args.workers, device)
+    validation = generate(list(split_seeds("validation"))[: args.eval_videos], args.workers, device)
+    test = generate(list(split_seeds("test"))[: args.test_videos], args.workers, device)
     for data in (train, validation, test):  # every question of the split, cached once
         for questions in data["questions"]:
             for question, _ in questions:
                 prompts.prompt(question)
-    videos = train["videos"].to(device)
+    videos = train["videos"]
 
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=args.weight_decay, fused=device.type == "cuda"
     )
-    rng = np.random.default_rng(args.seed)
+    step, earlier_seconds, history = 0, 0.0, []
+    if args.resume:
+        state = torch.load(args.resume, map_location=device, weights_only=False)
+        optimizer.load_state_dict(state["optimizer"])
+        step, earlier_seconds, history = state["step"], state["elapsed_s"], state["history"]
+    rng = np.random.default_rng([args.seed, step])
     started = time.perf_counter()
     budget = args.max_minutes * 60 if args.max_minutes else math.inf
-    history = []
-    step = 0
-    progress_bar = tqdm(total=args.steps, desc="train")
+    session_budget = args.session_minutes * 60 if args.session_minutes else math.inf
+    progress_bar = tqdm(total=args.steps, initial=step, desc="train")
     while True:
-        elapsed = time.perf_counter() - started
-        progress = max(step / args.steps, elapsed / budget)
-        if progress >= 1.0:
+        session = time.perf_counter() - started
+        progress = max(step / args.steps, (earlier_seconds + session) / budget)
+        if progress >= 1.0 or session >= session_budget:
             break
         for group in optimizer.param_groups:
             group["lr"] = args.lr * learning_rate_factor(progress, step, args.warmup)
@@ -238,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         batch = prompts.batch([q for q, _ in pairs], [a for _, a in pairs]).to(device)
         pixels, grid = video_patches(processor, videos[torch.from_numpy(chosen).to(device)])
         with _autocast(device):
-            loss, _ = answer_logits(model, batch, pixels, grid, _plan(model, grid))
+            loss, _ = answer_logits(model, batch, pixels, grid)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -252,7 +260,12 @@ def main(argv: list[str] | None = None) -> int:
             history.append({"step": step, "loss": loss.item(), "validation": accuracy})
             tqdm.write(f"step {step} loss {loss.item():.4f} validation {json.dumps(accuracy)}")
     progress_bar.close()
-    minutes = (time.perf_counter() - started) / 60
+    minutes = (earlier_seconds + time.perf_counter() - started) / 60
+    if args.state:
+        torch.save(
+            {"optimizer": optimizer.state_dict(), "step": step, "elapsed_s": minutes * 60, "history": history},
+            args.state,
+        )
     final_validation = evaluate(model, prompts, processor, validation, device, args.batch_size)
     test_accuracy = evaluate(model, prompts, processor, test, device, args.batch_size)
     odds = chance(test)
