@@ -43,6 +43,7 @@ from vidcompress.testbed.training import (
     answer_logits,
     register_block_attention,
     video_patches,
+    vision_plan,
 )
 
 
@@ -123,7 +124,7 @@ def evaluate(model, prompts: PromptBuilder, processor, data: dict, device, batch
             videos = data["videos"][start:stop].to(device)
             batch = prompts.batch(data["question"][start:stop], data["answer"][start:stop]).to(device)
             pixels, grid = video_patches(processor, videos)
-            _, logits = answer_logits(model, batch, pixels, grid)
+            _, logits = answer_logits(model, batch, pixels, grid, _plan(model, grid))
             predicted = logits.argmax(-1)
             truth = batch.input_ids[torch.arange(stop - start, device=device), batch.answer_start]
             for family, hit in zip(data["family"][start:stop], (predicted == truth).tolist()):
@@ -132,6 +133,17 @@ def evaluate(model, prompts: PromptBuilder, processor, data: dict, device, batch
     accuracy = {family: float(np.mean(hits[family])) for family in FAMILIES if hits[family]}
     accuracy["overall"] = float(np.mean([h for family in hits for h in hits[family]]))
     return accuracy
+
+
+_PLANS: dict[tuple, dict] = {}
+
+
+def _plan(model, grid: torch.Tensor) -> dict:
+    """The vision bookkeeping of ``grid``, made once per distinct batch of grids."""
+    key = tuple(map(tuple, grid.tolist()))
+    if key not in _PLANS:
+        _PLANS[key] = vision_plan(model, grid)
+    return _PLANS[key]
 
 
 def chance(data: dict) -> dict[str, float]:
@@ -246,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         batch = prompts.batch([q for q, _ in pairs], [a for _, a in pairs]).to(device)
         pixels, grid = video_patches(processor, videos[torch.from_numpy(chosen).to(device)])
         with _autocast(device):
-            loss, _ = answer_logits(model, batch, pixels, grid)
+            loss, _ = answer_logits(model, batch, pixels, grid, _plan(model, grid))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

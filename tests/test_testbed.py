@@ -33,7 +33,13 @@ from vidcompress.testbed.generator import (
 )
 from vidcompress.testbed import model as tb_model
 from vidcompress.testbed.model import build_testbed_model
-from vidcompress.testbed.training import PromptBuilder, answer_logits, register_block_attention, video_patches
+from vidcompress.testbed.training import (
+    PromptBuilder,
+    answer_logits,
+    register_block_attention,
+    video_patches,
+    vision_plan,
+)
 
 SEEDS = range(60)  # 12 items of each family
 
@@ -288,6 +294,26 @@ def test_block_attention_equals_default_attention():
         block_loss, block_logits = answer_logits(model, batch, pixels, grid)
     model.model.visual.config._attn_implementation = "sdpa"
     assert torch.allclose(logits, block_logits, atol=1e-5) and torch.allclose(loss, block_loss, atol=1e-6)
+
+
+def test_training_forward_equals_the_models_own_forward():
+    """The training path (own vision call with precomputed bookkeeping + splice) == the model given pixels."""
+    model, processor = build_testbed_model(seed=2)
+    samples = [make_sample(seed) for seed in range(3)]
+    pixels, grid = video_patches(processor, torch.from_numpy(np.stack([s.video for s in samples])))
+    batch = PromptBuilder(processor, model.config).batch([s.question for s in samples], [s.answer for s in samples])
+    with torch.no_grad():
+        stock = model(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            position_ids=batch.position_ids,
+            pixel_values_videos=pixels,
+            video_grid_thw=grid,
+            use_cache=False,
+        ).logits
+        for plan in (None, vision_plan(model, grid)):
+            _, logits = answer_logits(model, batch, pixels, grid, plan)
+            assert torch.allclose(logits, stock[torch.arange(3), batch.answer_start - 1], atol=1e-5)
 
 
 # -- the shipped micro model --------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ __all__ = [
     "BLOCK_ATTENTION",
     "register_block_attention",
     "video_patches",
+    "vision_plan",
     "PromptBuilder",
     "Batch",
     "answer_logits",
@@ -71,6 +72,37 @@ def video_patches(processor: Qwen2_5_VLProcessor, videos: torch.Tensor) -> tuple
     )
     grid = torch.tensor([[grid_t, grid_h, grid_w]] * videos.shape[0], device=videos.device)
     return patches.reshape(-1, patches.shape[-1]), grid
+
+
+def vision_plan(model: Qwen2_5_VLForConditionalGeneration, grid_thw: torch.Tensor) -> dict[str, object]:
+    """The vision tower's per-call bookkeeping for ``grid_thw`` (rotary ids, attention segments, window order).
+
+    ``transformers`` rebuilds these with a Python loop over the videos on every call; every training batch has the
+    same grids, so they are made once with the same ``transformers.vision_utils`` functions and handed back to the
+    tower as its precomputed keyword arguments by :func:`answer_logits` (a fresh copy each call: the tower pops them).
+    """
+    from transformers.vision_utils import (
+        get_max_seqlen,
+        get_vision_attention_seqlens,
+        get_vision_position_ids,
+        get_vision_window_index,
+    )
+
+    visual = model.model.visual
+    config = visual.config
+    cu_seqlens, max_seqlen = get_vision_attention_seqlens(grid_thw, config)
+    window_index, cu_window_seqlens = get_vision_window_index(
+        grid_thw, spatial_merge_size=visual.spatial_merge_size, window_size=visual.window_size,
+        patch_size=visual.patch_size,
+    )
+    return {
+        "position_ids": get_vision_position_ids(grid_thw, visual.spatial_merge_size),
+        "cu_seqlens": cu_seqlens,
+        "max_seqlen": max_seqlen,
+        "window_index": window_index.to(grid_thw.device),
+        "cu_window_seqlens": cu_window_seqlens,
+        "max_window_seqlen": get_max_seqlen(cu_window_seqlens, config),
+    }
 
 
 @dataclass
@@ -158,14 +190,24 @@ def answer_logits(
     batch: Batch,
     pixel_values: torch.Tensor,
     grid_thw: torch.Tensor,
+    plan: dict[str, object] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(loss over answer tokens, [B, V] logits predicting the first answer token)``."""
+    """``(loss over answer tokens, [B, V] logits predicting the first answer token)``.
+
+    The vision tower runs here (with ``plan``, from :func:`vision_plan` for this ``grid_thw``, if given) and its
+    output replaces the video placeholders' embeddings, as the model's own forward does with
+    ``pixel_values_videos``; the language model then gets ``inputs_embeds``, which every ``transformers`` 5.x
+    release reads the same way.
+    """
+    visual = model.model.visual
+    encoded = visual(pixel_values.type(visual.dtype), grid_thw=grid_thw, **dict(plan or {}))
+    embeds = model.get_input_embeddings()(batch.input_ids)
+    placeholders = (batch.input_ids == model.config.video_token_id).unsqueeze(-1)
+    embeds = embeds.masked_scatter(placeholders, encoded.pooler_output.to(embeds.dtype))
     output = model(
-        input_ids=batch.input_ids,
+        inputs_embeds=embeds,
         attention_mask=batch.attention_mask,
         position_ids=batch.position_ids,
-        pixel_values_videos=pixel_values,
-        video_grid_thw=grid_thw,
         use_cache=False,
     )
     logits = output.logits.float()
