@@ -4,6 +4,8 @@ rewrite is exact arithmetic (cuts, reconcile)."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -11,7 +13,7 @@ from hypothesis import strategies as st
 from vidcompress import VideoTokens, get_compressor, target_count
 from vidcompress.methods.uniform import frame_budgets
 from vidcompress.methods.vidcom2 import VidCom2
-from vidcompress.ops.budgets import picks_to_flat
+from vidcompress.ops.budgets import picks_to_flat, proportional_budgets
 from vidcompress.ops.dpc_knn import rank_desc
 from vidcompress.ops.greedy import farthest_point_select, mmr_select
 from vidcompress.ops.similarity import minmax
@@ -93,3 +95,45 @@ def test_divprune_and_mmr_pick_what_the_step_loops_picked(seed: int, frames: int
     for (name, pool_kind), picks in cases.items():
         out = get_compressor(name, retention=retention, pool=pool_kind)(tokens)
         assert torch.equal(out.representatives, torch.sort(picks).values), (name, pool_kind)
+
+
+def _budgets_oracle(weights: list[float], total: int, floor: int, cap: int) -> list[int]:
+    """The host water filling that ``proportional_budgets`` replaced: cap the full rows, spread again, repeat."""
+    rows = len(weights)
+    budgets = [float(floor)] * rows
+    open_rows = set(range(rows))
+    remaining = float(total - floor * rows)
+    while remaining > 1e-9 and open_rows:
+        mass = sum(weights[r] for r in open_rows)
+        share = {r: (weights[r] / mass if mass > 0 else 1.0 / len(open_rows)) for r in open_rows}
+        full = [r for r in open_rows if budgets[r] + remaining * share[r] >= cap]
+        if not full:
+            for r in open_rows:
+                budgets[r] += remaining * share[r]
+            break
+        for r in full:
+            remaining -= cap - budgets[r]
+            budgets[r] = float(cap)
+            open_rows.discard(r)
+    whole = [min(cap, math.floor(b + 1e-9)) for b in budgets]
+    short = total - sum(whole)
+    for r in sorted(range(rows), key=lambda r: (-(budgets[r] - whole[r]), r)):
+        if short == 0:
+            break
+        if whole[r] < cap:
+            whole[r] += 1
+            short -= 1
+    return whole
+
+
+@given(rows=st.integers(1, 12), levels=st.integers(1, 6), cap=st.integers(1, 20), floor_share=st.floats(0.0, 1.0),
+       total_share=st.floats(0.0, 1.0), seed=st.integers(0, 10_000))
+@settings(max_examples=200, deadline=None)
+def test_proportional_budgets_match_the_host_water_filling(rows: int, levels: int, cap: int, floor_share: float,
+                                                           total_share: float, seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    weights = torch.randint(0, levels + 1, (rows,), generator=generator).double() ** 2  # ties, zeros, capped rows
+    floor = round(floor_share * cap)
+    total = floor * rows + round(total_share * (cap - floor) * rows)
+    expected = _budgets_oracle(weights.tolist(), total, floor, cap)
+    assert proportional_budgets(weights, total, floor, cap).tolist() == expected
