@@ -55,6 +55,14 @@ class Grouping:
         """Number of group slots (the capacity of a padded grouping)."""
         return int(self.representative.shape[0])
 
+    def trimmed(self) -> Grouping:
+        """This grouping with exactly its real groups: reads :attr:`size` back (a sync; for native counts only)."""
+        if self.size is None:
+            return self
+        size = int(self.size)
+        rows = None if self.features is None else self.features[:size]
+        return Grouping(self.group, self.representative[:size], self.weights, rows)
+
     @property
     def num_real(self) -> torch.Tensor | int:
         """Number of real groups: the device scalar :attr:`size`, or :attr:`num_groups`."""

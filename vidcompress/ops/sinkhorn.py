@@ -36,7 +36,8 @@ def sinkhorn(
         col_marginal: ``[B, n]`` target masses.
         max_iter: at most this many (r, c) updates.
         tol: stop once the mean absolute change of the row scalings ``r`` in one update is below ``tol``
-            (``tol=0`` runs all ``max_iter`` updates).
+            (``tol=0`` runs all ``max_iter`` updates). The loop always runs ``max_iter`` times, on the device, with
+            no host sync; a stopped problem keeps the scalings of its last update.
         joint_stop: the change is averaged over the whole batch and all problems stop together (AOT's intra-frame
             call, which batches every frame); ``False`` stops each problem on its own change, as separate calls
             would (AOT's inter-frame calls).
@@ -57,18 +58,16 @@ def sinkhorn(
     kernel = kernel.float()
     mu, nu = row_marginal.float(), col_marginal.float()
     r, c = torch.ones_like(mu), torch.ones_like(nu)
-    active = torch.ones(batch, dtype=torch.bool, device=kernel.device)
-    for _ in range(max_iter):
+    running = torch.ones(() if joint_stop else (batch, 1), dtype=torch.bool, device=kernel.device)
+    transposed = kernel.transpose(1, 2)
+    for _ in range(max_iter):  # a fixed count: a stopped problem keeps its scalings, nothing is read back
         r_new = mu / torch.bmm(kernel, c.unsqueeze(-1)).squeeze(-1)
-        c_new = nu / torch.bmm(kernel.transpose(1, 2), r_new.unsqueeze(-1)).squeeze(-1)
+        c_new = nu / torch.bmm(transposed, r_new.unsqueeze(-1)).squeeze(-1)
         change = (r_new - r).abs()
-        r = torch.where(active[:, None], r_new, r)
-        c = torch.where(active[:, None], c_new, c)
+        r = torch.where(running, r_new, r)
+        c = torch.where(running, c_new, c)
         if joint_stop:
-            if float(change.mean()) < tol:
-                break
+            running = running & ~(change.mean() < tol)
         else:
-            active = active & (change.mean(dim=1) >= tol)
-            if not bool(active.any()):
-                break
+            running = running & (change.mean(dim=1, keepdim=True) >= tol)
     return r.unsqueeze(-1) * kernel * c.unsqueeze(-2)
