@@ -11,13 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vidcompress import VideoTokens, get_compressor, target_count
+from vidcompress.methods.holitom import static_windows
 from vidcompress.methods.uniform import frame_budgets
 from vidcompress.methods.vidcom2 import VidCom2
 from vidcompress.ops.budgets import picks_to_flat, proportional_budgets
 from vidcompress.ops.dpc_knn import rank_desc
 from vidcompress.ops.greedy import farthest_point_select, mmr_select
 from vidcompress.ops.similarity import minmax
-from vidcompress.ops.temporal import cuts_with_minimum, smallest_first
+from vidcompress.ops.temporal import cuts_with_minimum, segment_bounds, smallest_first
 
 FAST = settings(max_examples=25, deadline=None)
 
@@ -137,3 +138,40 @@ def test_proportional_budgets_match_the_host_water_filling(rows: int, levels: in
     total = floor * rows + round(total_share * (cap - floor) * rows)
     expected = _budgets_oracle(weights.tolist(), total, floor, cap)
     assert proportional_budgets(weights, total, floor, cap).tolist() == expected
+
+
+def _static_windows_oracle(similarity: torch.Tensor, tau: float, max_window: int) -> tuple[list[tuple[int, int]], int]:
+    """HoliTom's dynamic programme as the reference writes it: a gain table and a loop over window ends."""
+    frames = similarity.shape[0] + 1
+    above = similarity > tau
+    gain = [[0] * frames for _ in range(frames)]
+    for start in range(frames - 1):
+        counts = torch.cumprod(above[start:].long(), dim=0).sum(1).tolist()
+        for offset, static in enumerate(counts):
+            gain[start][start + 1 + offset] = static * (offset + 1)
+    best, first = [0] * frames, [0] * frames
+    for end in range(frames):
+        value, start = (best[end - 1] if end > 0 else 0), end
+        for width in range(2, min(end + 1, max_window) + 1):
+            before = end - width
+            candidate = (best[before] if before >= 0 else 0) + gain[before + 1][end]
+            if candidate > value:
+                value, start = candidate, before + 1
+        best[end], first[end] = value, start
+    windows, end = [], frames - 1
+    while end >= 0:
+        windows.append((first[end], end + 1))
+        end = first[end] - 1
+    return windows[::-1], best[-1]
+
+
+@given(frames=st.integers(1, 14), positions=st.integers(1, 5), levels=st.integers(1, 4),
+       max_window=st.integers(2, 16), seed=st.integers(0, 10_000))
+@settings(max_examples=150, deadline=None)
+def test_holitom_windows_match_the_dynamic_programme_loop(frames: int, positions: int, levels: int, max_window: int,
+                                                          seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    similarity = torch.randint(0, levels + 1, (frames - 1, positions), generator=generator).float() / levels
+    windows, removed = _static_windows_oracle(similarity, 0.5, max_window)  # many ties between window choices
+    window_of, gain = static_windows(similarity, 0.5, max_window)
+    assert segment_bounds(window_of) == windows and int(gain) == removed
