@@ -244,7 +244,8 @@ class HoliTom(Compressor):
         window_of, removed = static_windows(similarity, self.tau, self.max_window)
         total = t * n
         kept_share = (total - removed.double()) / total
-        ratio = torch.where(kept_share > 0, torch.clamp(self.retention / kept_share, max=1.0), self.retention)
+        wanted = torch.full_like(kept_share, self.retention)  # a true division: scalar / tensor multiplies a reciprocal
+        ratio = torch.where(kept_share > 0, torch.clamp(wanted / kept_share, max=1.0), wanted)
         static = window_static(similarity > self.tau, window_of)  # [T (windows, padded), N]
         rep_of, weights = self._merge_static(tokens, window_of, static, ratio)
         self._select_dynamic(tokens, static[window_of], ratio, rep_of, weights)

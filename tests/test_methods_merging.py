@@ -297,9 +297,8 @@ def test_holitom_dynamic_programme():
 
 
 def test_prunevid_contiguous_segments():
-    assert contiguous_segments([0, 0, 1, 0, 1, 1]) == [(0, 4), (4, 6)]
-    assert contiguous_segments([2, 2, 2]) == [(0, 3)]
-    assert contiguous_segments([0, 1, 0, 1]) == [(0, 4)]
+    for labels, bounds in (([0, 0, 1, 0, 1, 1], [(0, 4), (4, 6)]), ([2, 2, 2], [(0, 3)]), ([0, 1, 0, 1], [(0, 4)])):
+        assert segment_bounds(contiguous_segments(torch.tensor(labels))) == bounds
 
 
 def test_flashvid_retention_mapping():

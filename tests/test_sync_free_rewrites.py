@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from vidcompress import VideoTokens, get_compressor, target_count
 from vidcompress.methods.holitom import static_windows
+from vidcompress.methods.prunevid import contiguous_segments
 from vidcompress.methods.uniform import frame_budgets
 from vidcompress.methods.vidcom2 import VidCom2
 from vidcompress.ops.budgets import picks_to_flat, proportional_budgets
@@ -175,3 +176,44 @@ def test_holitom_windows_match_the_dynamic_programme_loop(frames: int, positions
     windows, removed = _static_windows_oracle(similarity, 0.5, max_window)  # many ties between window choices
     window_of, gain = static_windows(similarity, 0.5, max_window)
     assert segment_bounds(window_of) == windows and int(gain) == removed
+
+
+def _contiguous_segments_oracle(labels: list[int]) -> list[tuple[int, int]]:
+    """PruneVid's run refinement as a host loop over runs (the form ``contiguous_segments`` replaced)."""
+    runs: list[list[int]] = []  # [label, length]
+    for label in labels:
+        if runs and runs[-1][0] == label:
+            runs[-1][1] += 1
+        else:
+            runs.append([label, 1])
+    while len(runs) > 1:
+        longest: dict[int, int] = {}
+        for index, (label, length) in enumerate(runs):
+            if label not in longest or length > runs[longest[label]][1]:
+                longest[label] = index
+        orphans = [i for i, (label, length) in enumerate(runs) if longest[label] != i or length == 1]
+        if not orphans:
+            break
+        i = orphans[0]
+        left = runs[i - 1] if i > 0 else None
+        right = runs[i + 1] if i + 1 < len(runs) else None
+        neighbour = left if right is None or (left is not None and left[1] >= right[1]) else right
+        runs[i][0] = neighbour[0]
+        merged: list[list[int]] = []
+        for label, length in runs:
+            if merged and merged[-1][0] == label:
+                merged[-1][1] += length
+            else:
+                merged.append([label, length])
+        runs = merged
+    bounds, start = [], 0
+    for _, length in runs:
+        bounds.append((start, start + length))
+        start += length
+    return bounds
+
+
+@given(labels=st.lists(st.integers(0, 4), min_size=1, max_size=24))
+@settings(max_examples=300, deadline=None)
+def test_prunevid_segments_match_the_run_loop(labels: list[int]) -> None:
+    assert segment_bounds(contiguous_segments(torch.tensor(labels))) == _contiguous_segments_oracle(labels)
