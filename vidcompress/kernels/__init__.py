@@ -9,6 +9,7 @@ host (except the optional ``validate`` checks), and accumulates in float32 whate
 * :mod:`.adjacent_similarity` — cosine between frames: position-aligned, thresholded, and best match.
 * :mod:`.greedy` — per-frame greedy k-center and MMR selection, all frames in one launch.
 * :mod:`.partition` — VisPruner's even/odd diversity partition (FlashVLM), every round of every frame in one launch.
+* :mod:`.sinkhorn` — Sinkhorn scalings of a batch of OT problems (AOT), every iteration in one launch, stop on device.
 """
 
 from ._dispatch import DISABLE_ENV, resolve_use_triton, triton_available
@@ -16,6 +17,7 @@ from .adjacent_similarity import BestMatch, aligned_above, aligned_cosine, best_
 from .greedy import MAX_TOKENS, GreedySelection, frame_cosine, greedy_kcenter, greedy_mmr
 from .partition import diversity_partition
 from .segment_mean import segment_mean, segment_mean_csr, segment_offsets
+from .sinkhorn import sinkhorn_scalings
 
 __all__ = [
     "DISABLE_ENV",
@@ -33,5 +35,6 @@ __all__ = [
     "segment_mean",
     "segment_mean_csr",
     "segment_offsets",
+    "sinkhorn_scalings",
     "triton_available",
 ]
