@@ -8,6 +8,7 @@ import torch
 
 from vidcompress.assemble import merge_tokens
 from vidcompress.compressor import Compressor
+from vidcompress.kernels.runs import refine_runs, run_ids
 from vidcompress.ops.dpc_knn import dpc_knn
 from vidcompress.ops.reconcile import group_by_representative, group_priority, reconcile, release_candidates
 from vidcompress.ops.temporal import frame_means, segment_means, unit
@@ -17,42 +18,8 @@ from vidcompress.tokens import CompressedTokens, VideoTokens
 
 def contiguous_segments(labels: torch.Tensor) -> torch.Tensor:
     """Turn per-frame cluster labels ``[T]`` into contiguous segments: ``[T]`` long segment id of every frame
-    (PruneVid's refinement).
-
-    Each cluster keeps its longest run of consecutive frames (the first on ties); its other runs, and every run of a
-    cluster whose longest run is one frame, join the neighbouring run that is longer (the left one on ties), one at
-    a time from the left, until every run is the only, and longer than one frame, run of its label (or one run is
-    left). Every step merges two runs, so ``T - 1`` fixed steps on the device (a finished refinement stays as it
-    is) replace the data-dependent loop without a host sync.
-    """
-    labels = labels.clone()
-    for _ in range(labels.shape[0] - 1):
-        labels = _merge_first_orphan(labels)
-    return _run_ids(labels)
-
-
-def _run_ids(labels: torch.Tensor) -> torch.Tensor:
-    """``[T]`` index of the run of equal consecutive labels each frame lies in."""
-    return torch.cat([labels.new_zeros(1), (labels[1:] != labels[:-1]).long().cumsum(0)])
-
-
-def _merge_first_orphan(labels: torch.Tensor) -> torch.Tensor:
-    """One refinement step: the first orphan run takes the label of its longer neighbour (unchanged if none)."""
-    frames = labels.shape[0]
-    run = _run_ids(labels)
-    index = torch.arange(frames, device=labels.device)
-    length = torch.zeros(frames, dtype=torch.long, device=labels.device).index_add_(0, run, torch.ones_like(run))
-    run_label = torch.zeros_like(labels).scatter_(0, run, labels)
-    exists = length > 0
-    better = (length[None, :] > length[:, None]) | ((length[None, :] == length[:, None]) & (index[None, :] < index[:, None]))
-    shadowed = ((run_label[None, :] == run_label[:, None]) & exists[None, :] & better).any(1)
-    last = run[-1:]  # 1-element tensors index without a read-back
-    orphan = exists & (shadowed | (length == 1)) & (last > 0)
-    first = orphan.long().argmax(0, keepdim=True)
-    left, right = (first - 1).clamp(min=0), (first + 1).clamp(max=frames - 1)
-    use_left = (first > 0) & ((first == last) | (length[left] >= length[right]))
-    target = run_label[torch.where(use_left, left, right)]
-    return torch.where((run == first) & orphan.any(), target, labels)
+    (PruneVid's refinement, :mod:`vidcompress.kernels.runs`)."""
+    return run_ids(refine_runs(labels))
 
 
 @register_compressor(

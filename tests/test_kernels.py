@@ -31,6 +31,7 @@ from vidcompress.kernels import (  # noqa: E402
     greedy_mmr,
     segment_mean,
     segment_mean_csr,
+    refine_runs,
     segment_offsets,
     sinkhorn_scalings,
 )
@@ -482,3 +483,14 @@ def test_sinkhorn_triton_and_torch_stop_like_separate_loops(batch: int, rows: in
             torch.testing.assert_close(c[b], c_b, rtol=1e-4, atol=0.0)
     joint = [sinkhorn_scalings(kernel, mu, nu, max_iter, tol, joint_stop=True, use_triton=flag) for flag in (False, True)]
     torch.testing.assert_close(joint[1], joint[0], rtol=1e-4, atol=0.0)
+
+
+# ----------------------------------------------------------------------------------------------------- run refinement
+
+
+@given(labels=st.lists(st.integers(0, 5), min_size=1, max_size=40))
+@settings(max_examples=40, deadline=None)
+def test_refine_runs_triton_agrees(labels: list[int]) -> None:
+    """The PyTorch path is checked against PruneVid's host loop in ``test_sync_free_rewrites``."""
+    tensor = torch.tensor(labels)
+    assert torch.equal(refine_runs(tensor, use_triton=True), refine_runs(tensor, use_triton=False))
