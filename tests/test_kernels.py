@@ -467,8 +467,8 @@ def _sinkhorn_loop(kernel: torch.Tensor, mu: torch.Tensor, nu: torch.Tensor, max
     return r, c
 
 
-@given(batch=st.integers(1, 4), rows=st.integers(1, 40), cols=st.integers(1, 20), tol=st.sampled_from([0.0, 1e-3, 1e-2]),
-       max_iter=st.integers(1, 60), seed=st.integers(0, 1000))
+@given(batch=st.integers(1, 4), rows=st.integers(1, 40), cols=st.integers(1, 20),
+       tol=st.sampled_from([0.0, 1e-3, 1e-2]), max_iter=st.integers(1, 60), seed=st.integers(0, 1000))
 @FAST
 def test_sinkhorn_triton_and_torch_stop_like_separate_loops(batch: int, rows: int, cols: int, tol: float,
                                                              max_iter: int, seed: int) -> None:
@@ -481,7 +481,8 @@ def test_sinkhorn_triton_and_torch_stop_like_separate_loops(batch: int, rows: in
         for b, (r_b, c_b) in enumerate(expected):
             torch.testing.assert_close(r[b], r_b, rtol=1e-4, atol=0.0)
             torch.testing.assert_close(c[b], c_b, rtol=1e-4, atol=0.0)
-    joint = [sinkhorn_scalings(kernel, mu, nu, max_iter, tol, joint_stop=True, use_triton=flag) for flag in (False, True)]
+    joint = [sinkhorn_scalings(kernel, mu, nu, max_iter, tol, joint_stop=True, use_triton=flag)
+             for flag in (False, True)]
     torch.testing.assert_close(joint[1], joint[0], rtol=1e-4, atol=0.0)
 
 
