@@ -64,10 +64,11 @@ def window_gains(above: torch.Tensor, max_window: int) -> torch.Tensor:
     histogram = torch.zeros(steps, frames, dtype=torch.float64, device=device)
     histogram.scatter_add_(1, run, torch.ones_like(run, dtype=torch.float64))
     at_least = histogram.flip(1).cumsum(1).flip(1)  # [s, w]: positions static over w steps from s
-    start = torch.arange(frames + 1, device=device)
-    inner = start[None, :] - 1 - start[:, None]  # steps inside the window [j, i)
-    static = at_least[start.clamp(max=steps - 1)[:, None], inner.clamp(min=0, max=frames - 1)] if steps else \
-        torch.zeros(frames + 1, frames + 1, dtype=torch.float64, device=device)
+    if not steps:  # one frame: no step, a single one-frame window
+        at_least = histogram.new_zeros(1, frames)
+    boundary = torch.arange(frames + 1, device=device)
+    inner = boundary[None, :] - 1 - boundary[:, None]  # steps inside the window [j, i)
+    static = at_least[boundary.clamp(max=max(steps - 1, 0))[:, None], inner.clamp(min=0, max=frames - 1)]
     gain = torch.where(inner > 0, static * inner, 0.0)
     allowed = (inner >= 0) & (inner < max_window)
     return torch.where(allowed, gain, float("-inf"))

@@ -9,6 +9,7 @@ import math
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_sync_free import SyncGuard
 
 from vidcompress import VideoTokens, get_compressor, target_count
 from vidcompress.methods.holitom import static_windows
@@ -18,6 +19,7 @@ from vidcompress.methods.vidcom2 import VidCom2
 from vidcompress.ops.budgets import picks_to_flat, proportional_budgets
 from vidcompress.ops.dpc_knn import rank_desc
 from vidcompress.ops.greedy import farthest_point_select, mmr_select
+from vidcompress.ops.reconcile import group_by_representative, group_priority, reconcile, release_candidates
 from vidcompress.ops.similarity import minmax
 from vidcompress.ops.temporal import cuts_with_minimum, segment_bounds, smallest_first
 
@@ -217,3 +219,24 @@ def _contiguous_segments_oracle(labels: list[int]) -> list[tuple[int, int]]:
 @settings(max_examples=300, deadline=None)
 def test_prunevid_segments_match_the_run_loop(labels: list[int]) -> None:
     assert segment_bounds(contiguous_segments(torch.tensor(labels))) == _contiguous_segments_oracle(labels)
+
+
+@given(tokens=st.integers(1, 30), groups=st.integers(1, 10), slack=st.integers(0, 6), count_share=st.floats(0.0, 1.0),
+       seed=st.integers(0, 10_000))
+@FAST
+def test_reconcile_of_a_padded_grouping_equals_the_exact_one(tokens: int, groups: int, slack: int, count_share: float,
+                                                             seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    rep_pool = torch.randperm(tokens, generator=generator)[: min(groups, tokens)]
+    rep_of = rep_pool[torch.randint(0, rep_pool.shape[0], (tokens,), generator=generator)]
+    rep_of[torch.rand(tokens, generator=generator) < 0.2] = -1
+    rep_of[rep_pool] = rep_pool  # a representative is its own member
+    features = torch.randn(tokens, 4, generator=generator)
+    score = torch.randint(0, 3, (tokens,), generator=generator).float()
+    count = max(1, round(count_share * tokens))
+    exact = group_by_representative(rep_of)
+    padded = group_by_representative(rep_of, max_groups=exact.num_groups + slack)
+    with SyncGuard():
+        out = reconcile(padded, features, 3, count, group_priority(padded, score), release_candidates(padded, score))
+    expected = reconcile(exact, features, 3, count, group_priority(exact, score), release_candidates(exact, score))
+    assert torch.equal(out.group, expected.group) and torch.equal(out.representative, expected.representative)

@@ -40,8 +40,8 @@ def _sinkhorn_kernel(
     r = tl.where(row_live, 1.0, 0.0)
     c = tl.where(col_live, 1.0, 0.0)
     for step in range(tl.load(iterations_ptr + problem)):
-        r_new = tl.where(row_live, mu / tl.sum(gibbs * c[None, :], axis=1), 0.0)
-        c = tl.where(col_live, nu / tl.sum(gibbs * r_new[:, None], axis=0), 0.0)
+        r_new = mu / tl.where(row_live, tl.sum(gibbs * c[None, :], axis=1), 1.0)  # padded lanes: 0 / 1
+        c = nu / tl.where(col_live, tl.sum(gibbs * r_new[:, None], axis=0), 1.0)
         if RECORD:
             tl.store(change_ptr + step * batch + problem, tl.sum(tl.abs(r_new - r), axis=0))
         r = r_new
