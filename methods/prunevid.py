@@ -98,7 +98,15 @@ class PruneVid(Compressor):
         clustered = count if self.cluster_ratio is None else math.ceil(self.cluster_ratio * total)
         return min(total, clustered + (segments + frames) * max(1, self.min_cluster_tokens))
 
-    def _cluster_counts(self, sizes: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
+    def _ratio(self, static: torch.Tensor, dynamic: torch.Tensor, count: int) -> torch.Tensor | float:
+        """``cluster_ratio``, else ``min(1, count / units)`` on the device (a true division: ``count / tensor``
+        would multiply by a rounded reciprocal)."""
+        if self.cluster_ratio is not None:
+            return self.cluster_ratio
+        units = (static.sum() + dynamic.sum()).double()
+        return torch.clamp(torch.full_like(units, count) / units, max=1.0)
+
+    def _cluster_counts(self, sizes: torch.Tensor, ratio: torch.Tensor | float) -> torch.Tensor:
         reduced = torch.floor(sizes.double() * ratio).long().clamp(min=1)
         return torch.where(sizes > self.min_cluster_tokens, reduced, sizes)
 
@@ -116,11 +124,7 @@ class PruneVid(Compressor):
         mean_cosine = (direction_sums.square().sum(-1) - lengths[:, None]) / pairs.clamp(min=1)
         static = (mean_cosine > self.tau) & (lengths[:, None] > 1)  # [segments, N]
         dynamic = ~static[segment_of]  # [T, N]
-        if self.cluster_ratio is not None:
-            ratio = torch.tensor(self.cluster_ratio, dtype=torch.float64)
-        else:
-            units = (static.sum() + dynamic.sum()).double()
-            ratio = torch.clamp(torch.full_like(units, count) / units, max=1.0)  # not count / units: a reciprocal
+        ratio = self._ratio(static, dynamic, count)
 
         means = torch.nan_to_num(segment_means(tokens.features, segment_of, segments))  # empty segments: 0
         centre, assignment = dpc_knn(means, self._cluster_counts(static.sum(1), ratio), self.k, static, max_k=self.k)

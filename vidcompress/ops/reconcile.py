@@ -219,6 +219,11 @@ def reconcile(
     return _assemble(grouping, features, count, folding, excess, candidates)
 
 
+def _on_device(value: torch.Tensor | int, device: torch.device) -> torch.Tensor:
+    """``value`` as a 0-dim long tensor on ``device``; a host int is filled in place (no host-to-device copy)."""
+    return value if isinstance(value, torch.Tensor) else torch.full((), value, dtype=torch.long, device=device)
+
+
 def _assemble(
     grouping: Grouping, features: torch.Tensor, count: int, folding: _Fold, excess: torch.Tensor | int,
     candidates: torch.Tensor,
@@ -227,12 +232,12 @@ def _assemble(
     singletons (none when groups were folded)."""
     device = grouping.group.device
     num_groups, total = grouping.num_groups, grouping.group.shape[0]
-    folds = torch.as_tensor(excess, device=device) > 0
+    folds = _on_device(excess, device) > 0
     renumber = torch.where(folding.keep, folding.keep.long().cumsum(0) - 1, -1)
     member = grouping.group >= 0
     group = torch.where(member, renumber[folding.mapping[grouping.group.clamp(min=0)]], -1)
     weights = torch.where(folds, folding.weights, grouping.weights.float())
-    kept = torch.clamp(torch.as_tensor(grouping.num_real, device=device), max=count)
+    kept = torch.clamp(_on_device(grouping.num_real, device), max=count)
     slots = torch.arange(num_groups, device=device)
     kept_slots = torch.where(folding.keep, slots, num_groups)
     if count > num_groups:  # room for the singletons
