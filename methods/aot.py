@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from vidcompress.assemble import merge_tokens
 from vidcompress.compressor import Compressor
-from vidcompress.ops.budgets import int_tensor_on
+from vidcompress.ops.budgets import first_set, int_tensor_on
 from vidcompress.ops.reconcile import Grouping, reconcile, release_candidates
 from vidcompress.ops.sinkhorn import gibbs_kernel, sinkhorn
 from vidcompress.registry import register_compressor
@@ -20,28 +20,30 @@ from vidcompress.tokens import CompressedTokens, Grid, VideoTokens
 OT_MASS = ("reference", "per_anchor")
 
 
-def clip_starts(num_frames: int, clip_length: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(start, length)`` of the fixed clips; ``None`` picks ``max(2, round(T / 8))`` frames per clip."""
+def clip_starts(num_frames: int, clip_length: int | None) -> tuple[list[int], list[int]]:
+    """``(starts, lengths)`` of the fixed clips, on the host; ``None`` picks ``max(2, round(T / 8))`` frames per
+    clip."""
     length = max(2, round(num_frames / 8)) if clip_length is None else clip_length
-    starts = torch.arange(0, num_frames, length)
-    return starts, torch.clamp(num_frames - starts, max=length)
+    starts = list(range(0, num_frames, length))
+    return starts, [min(length, num_frames - start) for start in starts]
 
 
 def predicted_counts(
-    tokens_per_frame: int, clip_lengths: torch.Tensor, keep_ratio: float, inter_compress: bool
+    tokens_per_frame: int, clip_lengths: list[int], keep_ratio: float, inter_compress: bool
 ) -> torch.Tensor:
     """Native output count for every anchor budget ``M = 1 .. N`` (index ``M - 1``).
 
     A clip of ``L`` frames yields its ``M`` keyframe anchors plus, per later frame, the sources whose largest
     transport probability lies below the ``keep_ratio`` quantile: ``ceil(keep_ratio · (M − 1))`` of ``M`` when the
-    probabilities are distinct.
+    probabilities are distinct, at most that with ties: an upper bound of the native count. Computed on the host
+    (CPU tensors).
     """
     anchors = torch.arange(1, tokens_per_frame + 1, dtype=torch.float64)
-    num_frames = int(clip_lengths.sum())
+    num_frames = sum(clip_lengths)
     if not inter_compress:
         return anchors * num_frames
     residuals = torch.ceil(keep_ratio * (anchors - 1))
-    return anchors * clip_lengths.numel() + residuals * (num_frames - clip_lengths.numel())
+    return anchors * len(clip_lengths) + residuals * (num_frames - len(clip_lengths))
 
 
 def window_ids(height: int, width: int, windows: int, device: torch.device) -> torch.Tensor:
@@ -81,8 +83,14 @@ def select_anchors(
     num_global = num_anchors - sum(min(size, per_window) for size in sizes)
     rest = attention.masked_fill(is_local, float("-inf"))
     global_order = torch.sort(rest, dim=1, descending=True, stable=True).indices[:, :num_global]
-    is_anchor = is_local.scatter(1, global_order, True)
-    return torch.arange(n, device=device).expand(frames, n)[is_anchor].view(frames, num_anchors)
+    return marked_columns(is_local.scatter(1, global_order, True), num_anchors)
+
+
+def marked_columns(mask: torch.Tensor, count: int) -> torch.Tensor:
+    """``[B, count]`` ascending column indices of the set entries of ``mask`` ``[B, n]``, which has exactly ``count``
+    set entries in every row (a fixed-size ``nonzero``)."""
+    index = torch.arange(mask.shape[1], device=mask.device)
+    return torch.sort(torch.where(mask, index, mask.shape[1]), dim=1).values[:, :count]
 
 
 def normalised_coordinates(grid: Grid, device: torch.device) -> torch.Tensor:
@@ -213,18 +221,21 @@ class AOT(Compressor):
         anchors, slot = self.intra_frame(tokens.features.float(), anchor_index, tokens.grid)
         owner = torch.arange(frames * num_anchors, device=anchors.device).view(frames, num_anchors)
         if self.inter_compress:
-            anchors, owner = self.inter_frame(anchors, owner, starts.to(anchors.device), lengths.to(anchors.device))
-        grouping = self.grouping(anchor_index, anchors, owner, slot)
+            anchors, owner = self.inter_frame(anchors, owner, starts, lengths)
+        bound = int(predicted_counts(n, lengths, self.keep_ratio, self.inter_compress).tolist()[num_anchors - 1])
+        grouping = self.grouping(anchor_index, anchors, owner, slot, bound)
         if self.exact:
             score = attention.reshape(-1)
-            priority = score[grouping.representative]
+            priority = torch.cat([score, score.new_zeros(1)])[grouping.representative]  # padded slots: unused
             candidates = release_candidates(grouping, score)
             grouping = reconcile(grouping, tokens.flat_features, n, count, priority, candidates)
+        else:
+            grouping = grouping.trimmed()  # the native count is data-dependent: read back
         merged = merge_tokens(tokens, grouping.group, grouping.representative)
         features = grouping.features[torch.argsort(grouping.representative)]
         return dataclasses.replace(merged, features=features.to(tokens.features.dtype))
 
-    def anchor_budget(self, count: int, tokens_per_frame: int, clip_lengths: torch.Tensor) -> int:
+    def anchor_budget(self, count: int, tokens_per_frame: int, clip_lengths: list[int]) -> int:
         """Anchors per frame: ``visual_token_num``, or the smallest budget whose predicted count reaches ``count``."""
         if self.visual_token_num is not None:
             if self.visual_token_num > tokens_per_frame:
@@ -232,9 +243,8 @@ class AOT(Compressor):
                     f"visual_token_num={self.visual_token_num} exceeds the {tokens_per_frame} tokens of a frame"
                 )
             return self.visual_token_num
-        predicted = predicted_counts(tokens_per_frame, clip_lengths, self.keep_ratio, self.inter_compress)
-        reaching = torch.nonzero(predicted >= count)
-        return int(reaching[0]) + 1 if reaching.numel() else tokens_per_frame
+        predicted = predicted_counts(tokens_per_frame, clip_lengths, self.keep_ratio, self.inter_compress).tolist()
+        return next((m + 1 for m, value in enumerate(predicted) if value >= count), tokens_per_frame)
 
     def intra_frame(
         self, features: torch.Tensor, anchor_index: torch.Tensor, grid: Grid
@@ -249,7 +259,7 @@ class AOT(Compressor):
         anchors = gather_rows(features, anchor_index)
         if num_anchors == n:
             return anchors, slot
-        other_index = torch.arange(n, device=device).expand(frames, n)[~is_anchor].view(frames, n - num_anchors)
+        other_index = marked_columns(~is_anchor, n - num_anchors)
         others = gather_rows(features, other_index)
         cosine = F.normalize(others, dim=-1) @ F.normalize(anchors, dim=-1).transpose(1, 2)  # [T, m, M]
         coords = normalised_coordinates(grid, device)
@@ -272,21 +282,23 @@ class AOT(Compressor):
         return (1.0 - self.hard_mix) * transported + self.hard_mix * hard, slot
 
     def inter_frame(
-        self, anchors: torch.Tensor, owner: torch.Tensor, starts: torch.Tensor, lengths: torch.Tensor
+        self, anchors: torch.Tensor, owner: torch.Tensor, starts: list[int], lengths: list[int]
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Phase II: keyframe anchors absorb later frames' anchors, all clips at once, one offset at a time."""
         anchors, owner = anchors.clone(), owner.clone()
         num_anchors = anchors.shape[1]
-        keyframes = anchors[starts]
-        for offset in range(1, int(lengths.max())):
-            clips = torch.nonzero(lengths > offset).squeeze(1)
-            frame = starts[clips] + offset
+        device = anchors.device
+        keyframes = anchors[int_tensor_on(tuple(starts), device)]
+        for offset in range(1, max(lengths)):
+            long_enough = tuple(i for i, length in enumerate(lengths) if length > offset)
+            clips = int_tensor_on(long_enough, device)
+            frame = int_tensor_on(tuple(starts[i] + offset for i in long_enough), device)
             sources, targets = anchors[frame], keyframes[clips]
             cosine = F.normalize(sources, dim=-1) @ F.normalize(targets, dim=-1).transpose(1, 2)
             cost = 1.0 - cosine.clamp(-1 + 1e-6, 1 - 1e-6)
             cost = cost - cost.amin(dim=(1, 2), keepdim=True)
             cost = cost * (1.0 - math.exp(-(offset * offset) / (2.0 * self.sigma_t**2 + 1e-9)))
-            uniform = torch.full((clips.numel(), num_anchors), 1.0 / num_anchors, device=anchors.device)
+            uniform = torch.full((len(long_enough), num_anchors), 1.0 / num_anchors, device=device)
             kernel = gibbs_kernel(cost, self.epsilon)
             plan = sinkhorn(kernel, uniform, uniform, self.max_iter, self.tol, joint_stop=False)
             conditional = plan / plan.sum(dim=2, keepdim=True).clamp_min(1e-9)
@@ -298,20 +310,27 @@ class AOT(Compressor):
             keyframes[clips] = (targets + scale * absorbed.transpose(1, 2) @ sources) / (
                 1.0 + scale * absorbed.sum(dim=1)
             )[..., None]
-            key_owner = starts[clips, None] * num_anchors + target
+            key_owner = (frame - offset)[:, None] * num_anchors + target
             owner[frame] = torch.where(keep, owner[frame], key_owner)
-        anchors[starts] = keyframes
+        anchors[int_tensor_on(tuple(starts), device)] = keyframes
         return anchors, owner
 
     @staticmethod
     def grouping(
-        anchor_index: torch.Tensor, anchors: torch.Tensor, owner: torch.Tensor, slot: torch.Tensor
+        anchor_index: torch.Tensor, anchors: torch.Tensor, owner: torch.Tensor, slot: torch.Tensor, bound: int
     ) -> Grouping:
-        """Groups of the flat tokens: one per surviving anchor (an anchor owning itself), in raster order."""
+        """Groups of the flat tokens: one per surviving anchor (an anchor owning itself), in raster order, padded to
+        ``bound`` (at least the number of survivors) slots."""
         frames, n = slot.shape
+        num_owners = owner.numel()
         token_owner = owner.gather(1, slot).reshape(-1)
-        survivors, group = torch.unique(token_owner, return_inverse=True)
+        alive = torch.zeros(num_owners, dtype=torch.bool, device=slot.device).index_fill_(0, owner.reshape(-1), True)
+        survivors = first_set(alive, min(bound, num_owners))
+        real = survivors < num_owners
+        survivors = survivors.clamp(max=num_owners - 1)
         frame_offset = torch.arange(frames, device=slot.device)[:, None] * n
-        representative = (anchor_index + frame_offset).reshape(-1)[survivors]
+        representative = torch.where(real, (anchor_index + frame_offset).reshape(-1)[survivors], frames * n)
+        group = torch.searchsorted(torch.where(real, survivors, num_owners), token_owner)
         weights = torch.ones(group.shape[0], device=group.device)
-        return Grouping(group, representative, weights, features=anchors.reshape(-1, anchors.shape[-1])[survivors])
+        rows = anchors.reshape(-1, anchors.shape[-1])[survivors]
+        return Grouping(group, representative, weights, features=rows, size=alive.sum())

@@ -3,8 +3,6 @@ similarity merge inside the LLM)."""
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from vidcompress.assemble import merge_tokens
@@ -20,36 +18,60 @@ STATIC_MERGES = ("reference", "mean")
 INNER_MERGES = ("reference", "mean")
 
 
-def static_windows(similarity: torch.Tensor, tau: float, max_window: int) -> tuple[list[tuple[int, int]], int]:
-    """HoliTom's dynamic programme: windows ``[(start, stop), ...]`` (stop exclusive) and the tokens they remove.
+def static_windows(similarity: torch.Tensor, tau: float, max_window: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """HoliTom's dynamic programme: ``([T] long window of every frame, 0-dim tokens the windows remove)``.
 
     ``similarity`` ``[T-1, N]`` is the position-aligned cosine of adjacent frames. A window ``[s, e]`` makes the
     positions with similarity ``> tau`` at every step inside it static; its gain is ``|static| * (e - s)`` (tokens
     removed by temporal averaging). ``dp[i] = max(dp[i-1], max_W dp[i-W] + gain(i-W+1, i))`` for ``2 <= W <=
     min(i+1, max_window)``; a longer window must strictly improve (so ties keep singletons), as in the reference.
+
+    On the device without a host sync: ``dp`` is the longest path of a max-plus closure (repeated squaring), each
+    window's start the first best width, and the windows the chain back from the last frame (pointer doubling).
     """
     frames = similarity.shape[0] + 1
-    above = similarity > tau
-    gain = [[0] * frames for _ in range(frames)]
-    for start in range(frames - 1):
-        counts = torch.cumprod(above[start:].long(), dim=0).sum(1).tolist()  # static count of [start, start+1+j]
-        for offset, static in enumerate(counts):
-            gain[start][start + 1 + offset] = static * (offset + 1)
-    best = [0] * frames
-    first = [0] * frames
-    for end in range(frames):
-        value, start = (best[end - 1] if end > 0 else 0), end
-        for width in range(2, min(end + 1, max_window) + 1):
-            before = end - width
-            candidate = (best[before] if before >= 0 else 0) + gain[before + 1][end]
-            if candidate > value:
-                value, start = candidate, before + 1
-        best[end], first[end] = value, start
-    windows, end = [], frames - 1
-    while end >= 0:
-        windows.append((first[end], end + 1))
-        end = first[end] - 1
-    return windows[::-1], best[-1]
+    device = similarity.device
+    gain = window_gains(similarity > tau, max_window)  # [T+1, T+1]: boundary j -> boundary i, -inf if not allowed
+    closure = torch.where(torch.eye(frames + 1, dtype=torch.bool, device=device), 0.0, gain)
+    for _ in range(frames.bit_length()):
+        closure = (closure[:, :, None] + closure[None, :, :]).amax(1)
+    best = closure[0]  # [T+1] dp value after each boundary
+    boundary = torch.arange(frames + 1, device=device)
+    width = torch.arange(1, frames + 1, device=device)
+    before = (boundary[:, None] - width[None, :]).clamp(min=0)  # [T+1, T]
+    candidate = torch.where(boundary[:, None] >= width[None, :], best[before] + gain[before, boundary[:, None]],
+                            float("-inf"))
+    previous = boundary - 1 - candidate.argmax(1)  # first best width: ties keep the shorter window
+    previous[0] = 0
+    on_chain = torch.zeros(frames + 1, dtype=torch.long, device=device)
+    on_chain[frames] = 1
+    for _ in range(frames.bit_length()):
+        on_chain = on_chain.scatter_reduce(0, previous, on_chain, reduce="amax")
+        previous = previous[previous]
+    window_of = torch.cat([on_chain.new_zeros(1), on_chain[1:frames].cumsum(0)])
+    return window_of, best[frames].long()
+
+
+def window_gains(above: torch.Tensor, max_window: int) -> torch.Tensor:
+    """``[T+1, T+1]`` float64 gain of the window of frames ``j .. i-1`` at ``[j, i]`` (``|static| * (i - 1 - j)``),
+    ``-inf`` unless ``1 <= i - j <= max_window`` (one-frame windows gain 0). ``above`` ``[T-1, N]`` bool."""
+    steps, n = above.shape
+    frames = steps + 1
+    device = above.device
+    step = torch.arange(steps, device=device)
+    first_below = torch.where(above, steps, step[:, None]).flip(0).cummin(0).values.flip(0)  # [T-1, N]
+    run = first_below - step[:, None]  # steps above tau from step s on
+    histogram = torch.zeros(steps, frames, dtype=torch.float64, device=device)
+    histogram.scatter_add_(1, run, torch.ones_like(run, dtype=torch.float64))
+    at_least = histogram.flip(1).cumsum(1).flip(1)  # [s, w]: positions static over w steps from s
+    if not steps:  # one frame: no step, a single one-frame window
+        at_least = histogram.new_zeros(1, frames)
+    boundary = torch.arange(frames + 1, device=device)
+    inner = boundary[None, :] - 1 - boundary[:, None]  # steps inside the window [j, i)
+    static = at_least[boundary.clamp(max=max(steps - 1, 0))[:, None], inner.clamp(min=0, max=frames - 1)]
+    gain = torch.where(inner > 0, static * inner, 0.0)
+    allowed = (inner >= 0) & (inner < max_window)
+    return torch.where(allowed, gain, float("-inf"))
 
 
 def beta_weights(assignment: torch.Tensor, centre: torch.Tensor, beta: float) -> torch.Tensor:
@@ -220,20 +242,17 @@ class HoliTom(Compressor):
         t, n, _ = tokens.features.shape
         device = tokens.features.device
         similarity = aligned_similarity(tokens.features)
-        windows, removed = static_windows(similarity, self.tau, self.max_window)
+        window_of, removed = static_windows(similarity, self.tau, self.max_window)
         total = t * n
-        ratio = min(self.retention / ((total - removed) / total), 1.0) if total > removed else self.retention
-        window_of = torch.cat(
-            [torch.full((stop - start,), i, device=device) for i, (start, stop) in enumerate(windows)]
-        )
-        static = torch.stack(
-            [(similarity[start : stop - 1] > self.tau).all(0) & (stop - start > 1) for start, stop in windows]
-        )  # [windows, N]; one-frame windows have no static position
-        rep_of = torch.full((t, n), -1, dtype=torch.long, device=device)
-        weights = torch.zeros(t, n, device=device)
-        self._merge_static(tokens, windows, window_of, static, ratio, rep_of, weights)
+        kept_share = (total - removed.double()) / total
+        wanted = torch.full_like(kept_share, self.retention)  # a true division: scalar / tensor multiplies a reciprocal
+        ratio = torch.where(kept_share > 0, torch.clamp(wanted / kept_share, max=1.0), wanted)
+        static = window_static(similarity > self.tau, window_of)  # [T (windows, padded), N]
+        rep_of, weights = self._merge_static(tokens, window_of, static, ratio)
         self._select_dynamic(tokens, static[window_of], ratio, rep_of, weights)
-        grouping = group_by_representative(rep_of.reshape(-1), weights.reshape(-1))
+        # per-window rounding: at most one extra row per window and per frame (docstring of ``compress``)
+        bound = min(total, count + 2 * t)
+        grouping = group_by_representative(rep_of.reshape(-1), weights.reshape(-1), max_groups=bound)
         if self.exact:
             attention = tokens.attention.reshape(-1)
             grouping = reconcile(
@@ -244,6 +263,8 @@ class HoliTom(Compressor):
                 group_priority(grouping, attention),
                 release_candidates(grouping, attention),
             )
+        else:
+            grouping = grouping.trimmed()  # the native count is data-dependent: read back
         return merge_tokens(tokens, grouping.group, grouping.representative, grouping.weights)
 
     def _merge_weights(self, assignment: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
@@ -252,50 +273,53 @@ class HoliTom(Compressor):
         return beta_weights(assignment, centre, self.beta)
 
     def _merge_static(
-        self,
-        tokens: VideoTokens,
-        windows: list[tuple[int, int]],
-        window_of: torch.Tensor,
-        static: torch.Tensor,
-        ratio: float,
-        rep_of: torch.Tensor,
-        weights: torch.Tensor,
-    ) -> None:
-        """Fill ``rep_of`` / ``weights`` ``[T, N]`` for the static tokens: clusters of per-window temporal means."""
-        n = static.shape[1]
-        units = segment_means(tokens.features, window_of)  # [windows, N, D] temporal means
-        clusters = torch.tensor(
-            [max(1, round(s * ratio)) if s else 0 for s in static.sum(1).tolist()], device=static.device
-        )
-        valid = static & (clusters[:, None] > 0)
-        centre, assignment = dpc_knn(units, clusters, clusters.clamp(min=1, max=self.k), valid)
+        self, tokens: VideoTokens, window_of: torch.Tensor, static: torch.Tensor, ratio: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(rep_of, weights)`` ``[T, N]`` of the static tokens (``-1`` / ``0`` elsewhere): clusters of per-window
+        temporal means."""
+        t, n = window_of.shape[0], static.shape[1]
+        lengths = torch.zeros(t, device=static.device).index_add_(0, window_of, torch.ones(t, device=static.device))
+        units = torch.nan_to_num(segment_means(tokens.features, window_of, t))  # [windows, N, D]; empty: 0
+        sizes = static.sum(1)
+        clusters = torch.where(sizes > 0, torch.round(sizes * ratio).long().clamp(min=1), 0)
+        centre, assignment = dpc_knn(units, clusters, clusters.clamp(min=1, max=self.k), static, max_k=self.k)
         unit_weight = self._merge_weights(assignment, centre)
-        starts = torch.tensor([start for start, _ in windows], device=static.device)
+        starts = (lengths.cumsum(0) - lengths).long()
         unit_rep = torch.where(assignment >= 0, starts[:, None] * n + assignment, torch.full_like(assignment, -1))
-        lengths = torch.bincount(window_of).float()
-        rep_of.copy_(unit_rep[window_of])
-        weights.copy_(unit_weight[window_of] / lengths[window_of][:, None])
+        return unit_rep[window_of], unit_weight[window_of] / lengths[window_of][:, None]
 
     def _select_dynamic(
-        self, tokens: VideoTokens, static: torch.Tensor, ratio: float, rep_of: torch.Tensor, weights: torch.Tensor
+        self, tokens: VideoTokens, static: torch.Tensor, ratio: torch.Tensor, rep_of: torch.Tensor,
+        weights: torch.Tensor,
     ) -> None:
         """Fill ``rep_of`` / ``weights`` for the dynamic tokens: attention top-k, then DPC-kNN contextual clusters."""
         t, n = static.shape
         dynamic = ~static
-        budget = torch.tensor([math.ceil(int(d) * ratio) for d in dynamic.sum(1).tolist()], device=static.device)
-        dominant = torch.tensor(
-            [round(b * (1 - self.dominant_ratio)) for b in budget.tolist()], device=static.device, dtype=torch.long
-        )
+        budget = torch.ceil(dynamic.sum(1) * ratio)
+        dominant = torch.round(budget * (1 - self.dominant_ratio)).long()
         attention = tokens.attention.float().masked_fill(static, float("-inf"))
         chosen = (rank_desc(attention) < dominant[:, None]) & dynamic
         flat_index = torch.arange(t * n, device=static.device).reshape(t, n)
-        rep_of[chosen] = flat_index[chosen]
-        weights[chosen] = 1.0
-        contextual = budget - dominant
-        if int(contextual.max()) == 0:
+        rep_of.copy_(torch.where(chosen, flat_index, rep_of))
+        weights.copy_(torch.where(chosen, 1.0, weights))
+        if self.dominant_ratio == 0.0:  # every budget is dominant: no contextual clusters
             return
+        contextual = budget.long() - dominant
         rest = dynamic & ~chosen & (contextual[:, None] > 0)
-        centre, assignment = dpc_knn(tokens.features, contextual, contextual.clamp(min=1, max=self.k), rest)
+        centre, assignment = dpc_knn(
+            tokens.features, contextual, contextual.clamp(min=1, max=self.k), rest, max_k=self.k
+        )
         merged = assignment >= 0
-        rep_of[merged] = (flat_index[:, :1] + assignment)[merged]
-        weights[merged] = self._merge_weights(assignment, centre)[merged]
+        rep_of.copy_(torch.where(merged, flat_index[:, :1] + assignment, rep_of))
+        weights.copy_(torch.where(merged, self._merge_weights(assignment, centre), weights))
+
+
+def window_static(above: torch.Tensor, window_of: torch.Tensor) -> torch.Tensor:
+    """``[T, N]`` bool: position ``n`` is static in window ``w`` (``w < T``, padded) when every step inside the
+    window stays above ``tau``; windows of one frame (and unused window ids) have no static position."""
+    frames = window_of.shape[0]
+    inner = window_of[1:] == window_of[:-1]  # step t lies inside a window
+    breaks = torch.zeros(frames, above.shape[1], device=above.device)
+    breaks.index_add_(0, window_of[1:], (inner[:, None] & ~above).float())
+    steps = torch.zeros(frames, device=above.device).index_add_(0, window_of[1:], inner.float())
+    return (breaks == 0) & (steps > 0)[:, None]

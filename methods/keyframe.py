@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from vidcompress.assemble import select_tokens
 from vidcompress.compressor import Compressor
 from vidcompress.frame_stage import FrameSelection
-from vidcompress.ops.budgets import proportional_budgets, top_per_row
+from vidcompress.ops.budgets import first_set, proportional_budgets, top_per_row
 from vidcompress.ops.similarity import unit_vectors
 from vidcompress.registry import register_compressor
 from vidcompress.tokens import CompressedTokens, VideoTokens
@@ -153,14 +153,14 @@ class KeyframeFocus(Compressor):
         kept, novelty = keep_novel_frames(pixel_descriptors(frames, self.frame_side), self.frame_threshold)
         return FrameSelection(indices=np.flatnonzero(kept.numpy()), scores=novelty.numpy())
 
-    def frame_budgets(self, features: torch.Tensor, count: int) -> list[int]:
-        """Per-frame token budgets summing to ``count`` (steps 1–3)."""
+    def frame_budgets(self, features: torch.Tensor, count: int) -> torch.Tensor:
+        """``[T]`` per-frame token budgets summing to ``count`` (steps 1–3), on the features' device."""
         t, n, _ = features.shape
         novelty = frame_novelty(features).clamp(min=0.0)
         threshold = torch.quantile(novelty, self.keyframe_percentile / 100.0)
         weights = torch.where(novelty >= threshold, novelty * self.keyframe_boost, novelty)
         floor = min(n, int(self.min_share * count / t))
-        return proportional_budgets(weights.tolist(), count, floor, n)
+        return proportional_budgets(weights, count, floor, n)
 
     def token_scores(self, tokens: VideoTokens) -> torch.Tensor:
         """``[T, N]`` within-frame scores (step 4)."""
@@ -173,6 +173,5 @@ class KeyframeFocus(Compressor):
         return token_novelty(tokens.features)
 
     def compress(self, tokens: VideoTokens, count: int) -> CompressedTokens:
-        budgets = torch.tensor(self.frame_budgets(tokens.features, count), device=tokens.features.device)
-        keep = top_per_row(self.token_scores(tokens), budgets)
-        return select_tokens(tokens, torch.nonzero(keep.reshape(-1)).squeeze(1))
+        keep = top_per_row(self.token_scores(tokens), self.frame_budgets(tokens.features, count))
+        return select_tokens(tokens, first_set(keep.reshape(-1), count))

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from vidcompress.assemble import merge_tokens
 from vidcompress.compressor import Compressor
+from vidcompress.kernels.runs import refine_runs, run_ids
 from vidcompress.ops.dpc_knn import dpc_knn
 from vidcompress.ops.reconcile import group_by_representative, group_priority, reconcile, release_candidates
 from vidcompress.ops.temporal import frame_means, segment_means, unit
@@ -13,45 +16,10 @@ from vidcompress.registry import register_compressor
 from vidcompress.tokens import CompressedTokens, VideoTokens
 
 
-def contiguous_segments(labels: list[int]) -> list[tuple[int, int]]:
-    """Turn per-frame cluster labels into contiguous segments ``[(start, stop), ...]`` (PruneVid's refinement).
-
-    Each cluster keeps its longest run of consecutive frames (the first on ties); its other runs, and every run of a
-    cluster whose longest run is one frame, join the neighbouring run that is longer (the left one on ties), one at
-    a time from the left, until every run is the only, and longer than one frame, run of its label (or one run is
-    left).
-    """
-    runs: list[list[int]] = []  # [label, length]
-    for label in labels:
-        if runs and runs[-1][0] == label:
-            runs[-1][1] += 1
-        else:
-            runs.append([label, 1])
-    while len(runs) > 1:
-        longest: dict[int, int] = {}
-        for index, (label, length) in enumerate(runs):
-            if label not in longest or length > runs[longest[label]][1]:
-                longest[label] = index
-        orphans = [i for i, (label, length) in enumerate(runs) if longest[label] != i or length == 1]
-        if not orphans:
-            break
-        i = orphans[0]
-        left = runs[i - 1] if i > 0 else None
-        right = runs[i + 1] if i + 1 < len(runs) else None
-        neighbour = left if right is None or (left is not None and left[1] >= right[1]) else right
-        runs[i][0] = neighbour[0]
-        merged: list[list[int]] = []
-        for label, length in runs:
-            if merged and merged[-1][0] == label:
-                merged[-1][1] += length
-            else:
-                merged.append([label, length])
-        runs = merged
-    bounds, start = [], 0
-    for _, length in runs:
-        bounds.append((start, start + length))
-        start += length
-    return bounds
+def contiguous_segments(labels: torch.Tensor) -> torch.Tensor:
+    """Turn per-frame cluster labels ``[T]`` into contiguous segments: ``[T]`` long segment id of every frame
+    (PruneVid's refinement, :mod:`vidcompress.kernels.runs`)."""
+    return run_ids(refine_runs(labels))
 
 
 @register_compressor(
@@ -114,46 +82,61 @@ class PruneVid(Compressor):
         self.k = int(k)
         self.min_cluster_tokens = int(min_cluster_tokens)
 
-    def segments(self, tokens: VideoTokens) -> list[tuple[int, int]]:
-        """Contiguous temporal segments ``[(start, stop), ...]``."""
-        t = tokens.grid[0]
-        clusters = max(1, int(t * self.temporal_segment_ratio))
-        _, assignment = dpc_knn(frame_means(tokens.features)[None], clusters, self.k)
-        return contiguous_segments(assignment[0].tolist())
+    def num_clusters(self, frames: int) -> int:
+        """Temporal clusters, an upper bound of the number of segments."""
+        return max(1, int(frames * self.temporal_segment_ratio))
 
-    def _cluster_counts(self, sizes: torch.Tensor, ratio: float) -> torch.Tensor:
+    def segments(self, tokens: VideoTokens) -> torch.Tensor:
+        """``[T]`` contiguous temporal segment of every frame (ids ``0 .. S-1``, ``S <= num_clusters``)."""
+        _, assignment = dpc_knn(frame_means(tokens.features)[None], self.num_clusters(tokens.grid[0]), self.k)
+        return contiguous_segments(assignment[0])
+
+    def native_bound(self, frames: int, tokens_per_frame: int, segments: int, count: int) -> int:
+        """Host upper bound of the native count: ``ratio * units`` plus, per static or dynamic group, one row of
+        rounding or up to ``min_cluster_tokens`` rows kept as they are."""
+        total = frames * tokens_per_frame
+        clustered = count if self.cluster_ratio is None else math.ceil(self.cluster_ratio * total)
+        return min(total, clustered + (segments + frames) * max(1, self.min_cluster_tokens))
+
+    def _ratio(self, static: torch.Tensor, dynamic: torch.Tensor, count: int) -> torch.Tensor | float:
+        """``cluster_ratio``, else ``min(1, count / units)`` on the device (a true division: ``count / tensor``
+        would multiply by a rounded reciprocal)."""
+        if self.cluster_ratio is not None:
+            return self.cluster_ratio
+        units = (static.sum() + dynamic.sum()).double()
+        return torch.clamp(torch.full_like(units, count) / units, max=1.0)
+
+    def _cluster_counts(self, sizes: torch.Tensor, ratio: torch.Tensor | float) -> torch.Tensor:
         reduced = torch.floor(sizes.double() * ratio).long().clamp(min=1)
         return torch.where(sizes > self.min_cluster_tokens, reduced, sizes)
 
     def compress(self, tokens: VideoTokens, count: int) -> CompressedTokens:
         t, n, _ = tokens.features.shape
         device = tokens.features.device
-        bounds = self.segments(tokens)
-        segment_of = torch.cat(
-            [torch.full((stop - start,), i, device=device) for i, (start, stop) in enumerate(bounds)]
+        segment_of = self.segments(tokens)
+        segments = min(t, self.num_clusters(t))  # padded: unused segments are empty
+        lengths = torch.zeros(segments, dtype=torch.long, device=device).index_add_(
+            0, segment_of, torch.ones_like(segment_of)
         )
-        lengths = torch.bincount(segment_of)
-        direction_sums = torch.zeros(len(bounds), n, tokens.features.shape[2], device=device)
+        direction_sums = torch.zeros(segments, n, tokens.features.shape[2], device=device)
         direction_sums.index_add_(0, segment_of, unit(tokens.features))
         pairs = (lengths * (lengths - 1)).float()[:, None]
         mean_cosine = (direction_sums.square().sum(-1) - lengths[:, None]) / pairs.clamp(min=1)
         static = (mean_cosine > self.tau) & (lengths[:, None] > 1)  # [segments, N]
         dynamic = ~static[segment_of]  # [T, N]
-        units = int(static.sum()) + int(dynamic.sum())
-        ratio = self.cluster_ratio if self.cluster_ratio is not None else min(1.0, count / units)
+        ratio = self._ratio(static, dynamic, count)
 
-        rep_of = torch.full((t, n), -1, dtype=torch.long, device=device)
-        centre, assignment = dpc_knn(
-            segment_means(tokens.features, segment_of), self._cluster_counts(static.sum(1), ratio), self.k, static
-        )
-        starts = torch.tensor([start for start, _ in bounds], device=device)
+        means = torch.nan_to_num(segment_means(tokens.features, segment_of, segments))  # empty segments: 0
+        centre, assignment = dpc_knn(means, self._cluster_counts(static.sum(1), ratio), self.k, static, max_k=self.k)
+        starts = lengths.cumsum(0) - lengths
         static_rep = torch.where(assignment >= 0, starts[:, None] * n + assignment, torch.full_like(assignment, -1))
-        rep_of.copy_(static_rep[segment_of])
-        centre, assignment = dpc_knn(tokens.features, self._cluster_counts(dynamic.sum(1), ratio), self.k, dynamic)
+        centre, assignment = dpc_knn(
+            tokens.features, self._cluster_counts(dynamic.sum(1), ratio), self.k, dynamic, max_k=self.k
+        )
         first = torch.arange(t, device=device)[:, None] * n
-        rep_of = torch.where(assignment >= 0, first + assignment, rep_of)
+        rep_of = torch.where(assignment >= 0, first + assignment, static_rep[segment_of])
 
-        grouping = group_by_representative(rep_of.reshape(-1))
+        grouping = group_by_representative(rep_of.reshape(-1), max_groups=self.native_bound(t, n, segments, count))
         if self.exact:
             order = torch.zeros(t * n, device=device)
             grouping = reconcile(
@@ -164,4 +147,6 @@ class PruneVid(Compressor):
                 group_priority(grouping, order),
                 release_candidates(grouping, order),
             )
+        else:
+            grouping = grouping.trimmed()  # the native count is data-dependent: read back
         return merge_tokens(tokens, grouping.group, grouping.representative, grouping.weights)

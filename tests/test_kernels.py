@@ -31,7 +31,9 @@ from vidcompress.kernels import (  # noqa: E402
     greedy_mmr,
     segment_mean,
     segment_mean_csr,
+    refine_runs,
     segment_offsets,
+    sinkhorn_scalings,
 )
 
 for _name in [name for name in sys.modules if name.startswith("vidcompress.kernels._triton.")]:
@@ -448,3 +450,48 @@ def test_triton_paths_are_deterministic() -> None:
     assert torch.equal(segment_mean(flat, source, 7, use_triton=True), segment_mean(flat, source, 7, use_triton=True))
     first, second = best_match(x, use_triton=True), best_match(x, use_triton=True)
     assert torch.equal(first.index, second.index) and torch.equal(first.value, second.value)
+
+
+# ------------------------------------------------------------------------------------------------------- sinkhorn
+
+
+def _sinkhorn_loop(kernel: torch.Tensor, mu: torch.Tensor, nu: torch.Tensor, max_iter: int, tol: float):
+    """One problem, the reference's loop: update, then stop on the host once the mean change is below ``tol``."""
+    r, c = torch.ones_like(mu), torch.ones_like(nu)
+    for _ in range(max_iter):
+        r_new = mu / (kernel @ c)
+        c = nu / (kernel.T @ r_new)
+        change, r = (r_new - r).abs().mean(), r_new
+        if change < tol:
+            break
+    return r, c
+
+
+@given(batch=st.integers(1, 4), rows=st.integers(1, 40), cols=st.integers(1, 20),
+       tol=st.sampled_from([0.0, 1e-3, 1e-2]), max_iter=st.integers(1, 60), seed=st.integers(0, 1000))
+@FAST
+def test_sinkhorn_triton_and_torch_stop_like_separate_loops(batch: int, rows: int, cols: int, tol: float,
+                                                             max_iter: int, seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    kernel = torch.exp(-torch.rand(batch, rows, cols, generator=generator) / 0.1)
+    mu, nu = torch.full((batch, rows), 1.0 / rows), torch.full((batch, cols), 1.0 / cols)
+    expected = [_sinkhorn_loop(kernel[b], mu[b], nu[b], max_iter, tol) for b in range(batch)]
+    for use_triton in (False, True):
+        r, c = sinkhorn_scalings(kernel, mu, nu, max_iter, tol, joint_stop=False, use_triton=use_triton)
+        for b, (r_b, c_b) in enumerate(expected):
+            torch.testing.assert_close(r[b], r_b, rtol=1e-4, atol=0.0)
+            torch.testing.assert_close(c[b], c_b, rtol=1e-4, atol=0.0)
+    joint = [sinkhorn_scalings(kernel, mu, nu, max_iter, tol, joint_stop=True, use_triton=flag)
+             for flag in (False, True)]
+    torch.testing.assert_close(joint[1], joint[0], rtol=1e-4, atol=0.0)
+
+
+# ----------------------------------------------------------------------------------------------------- run refinement
+
+
+@given(labels=st.lists(st.integers(0, 5), min_size=1, max_size=40))
+@settings(max_examples=40, deadline=None)
+def test_refine_runs_triton_agrees(labels: list[int]) -> None:
+    """The PyTorch path is checked against PruneVid's host loop in ``test_sync_free_rewrites``."""
+    tensor = torch.tensor(labels)
+    assert torch.equal(refine_runs(tensor, use_triton=True), refine_runs(tensor, use_triton=False))

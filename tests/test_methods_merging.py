@@ -291,14 +291,14 @@ def test_dycoke_single_token_video():
 def test_holitom_dynamic_programme():
     # frames 0-1-2 static at both positions, 2 -> 3 changes: window [0, 2] removes 2 * 2 = 4 tokens
     similarity = torch.tensor([[0.9, 0.95], [0.85, 0.9], [0.1, 0.2]])
-    assert static_windows(similarity, 0.8, 1024) == ([(0, 3), (3, 4)], 4)
-    assert static_windows(similarity, 0.8, 2) == ([(0, 2), (2, 3), (3, 4)], 2)
+    for max_window, bounds, removed in ((1024, [(0, 3), (3, 4)], 4), (2, [(0, 2), (2, 3), (3, 4)], 2)):
+        window_of, gain = static_windows(similarity, 0.8, max_window)
+        assert segment_bounds(window_of) == bounds and int(gain) == removed
 
 
 def test_prunevid_contiguous_segments():
-    assert contiguous_segments([0, 0, 1, 0, 1, 1]) == [(0, 4), (4, 6)]
-    assert contiguous_segments([2, 2, 2]) == [(0, 3)]
-    assert contiguous_segments([0, 1, 0, 1]) == [(0, 4)]
+    for labels, bounds in (([0, 0, 1, 0, 1, 1], [(0, 4), (4, 6)]), ([2, 2, 2], [(0, 3)]), ([0, 1, 0, 1], [(0, 4)])):
+        assert segment_bounds(contiguous_segments(torch.tensor(labels))) == bounds
 
 
 def test_flashvid_retention_mapping():

@@ -113,11 +113,11 @@ def test_nearest_neighbor_distance_excludes_self():
 
 def test_budget_helpers_by_hand():
     # base 1 each, 7 left in ratio 1:0:3 -> 1.75, 0, 5.25; row 2 capped at 5 (+4), the other 3 go to row 0.
-    assert proportional_budgets([1.0, 0.0, 3.0], 10, floor=1, cap=5) == [4, 1, 5]
+    assert proportional_budgets(torch.tensor([1.0, 0.0, 3.0]), 10, floor=1, cap=5).tolist() == [4, 1, 5]
     # 5 over weights 1:1:1 -> 1.67 each -> largest remainder, ties to the lower index
-    assert proportional_budgets([1.0, 1.0, 1.0], 5, floor=0, cap=5) == [2, 2, 1]
+    assert proportional_budgets(torch.tensor([1.0, 1.0, 1.0]), 5, floor=0, cap=5).tolist() == [2, 2, 1]
     with pytest.raises(ValueError):
-        proportional_budgets([1.0, 1.0], 5, floor=3, cap=5)
+        proportional_budgets(torch.tensor([1.0, 1.0]), 5, floor=3, cap=5)
     assert descending_rank(torch.tensor([[0.5, 0.9, 0.5]])).tolist() == [[1, 0, 2]]
     picks = torch.tensor([[2, 0, 1], [1, 2, 0]])
     assert picks_to_flat(picks, [1, 2], row_size=3).tolist() == [2, 4, 5]

@@ -4,18 +4,24 @@ rewrite is exact arithmetic (cuts, reconcile)."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_sync_free import SyncGuard
 
 from vidcompress import VideoTokens, get_compressor, target_count
+from vidcompress.methods.holitom import static_windows
+from vidcompress.methods.prunevid import contiguous_segments
 from vidcompress.methods.uniform import frame_budgets
 from vidcompress.methods.vidcom2 import VidCom2
-from vidcompress.ops.budgets import picks_to_flat
+from vidcompress.ops.budgets import picks_to_flat, proportional_budgets
 from vidcompress.ops.dpc_knn import rank_desc
 from vidcompress.ops.greedy import farthest_point_select, mmr_select
+from vidcompress.ops.reconcile import group_by_representative, group_priority, reconcile, release_candidates
 from vidcompress.ops.similarity import minmax
-from vidcompress.ops.temporal import cuts_with_minimum, smallest_first
+from vidcompress.ops.temporal import cuts_with_minimum, segment_bounds, smallest_first
 
 FAST = settings(max_examples=25, deadline=None)
 
@@ -93,3 +99,144 @@ def test_divprune_and_mmr_pick_what_the_step_loops_picked(seed: int, frames: int
     for (name, pool_kind), picks in cases.items():
         out = get_compressor(name, retention=retention, pool=pool_kind)(tokens)
         assert torch.equal(out.representatives, torch.sort(picks).values), (name, pool_kind)
+
+
+def _budgets_oracle(weights: list[float], total: int, floor: int, cap: int) -> list[int]:
+    """The host water filling that ``proportional_budgets`` replaced: cap the full rows, spread again, repeat."""
+    rows = len(weights)
+    budgets = [float(floor)] * rows
+    open_rows = set(range(rows))
+    remaining = float(total - floor * rows)
+    while remaining > 1e-9 and open_rows:
+        mass = sum(weights[r] for r in open_rows)
+        share = {r: (weights[r] / mass if mass > 0 else 1.0 / len(open_rows)) for r in open_rows}
+        full = [r for r in open_rows if budgets[r] + remaining * share[r] >= cap]
+        if not full:
+            for r in open_rows:
+                budgets[r] += remaining * share[r]
+            break
+        for r in full:
+            remaining -= cap - budgets[r]
+            budgets[r] = float(cap)
+            open_rows.discard(r)
+    whole = [min(cap, math.floor(b + 1e-9)) for b in budgets]
+    short = total - sum(whole)
+    for r in sorted(range(rows), key=lambda r: (-(budgets[r] - whole[r]), r)):
+        if short == 0:
+            break
+        if whole[r] < cap:
+            whole[r] += 1
+            short -= 1
+    return whole
+
+
+@given(rows=st.integers(1, 12), levels=st.integers(1, 6), cap=st.integers(1, 20), floor_share=st.floats(0.0, 1.0),
+       total_share=st.floats(0.0, 1.0), seed=st.integers(0, 10_000))
+@settings(max_examples=200, deadline=None)
+def test_proportional_budgets_match_the_host_water_filling(rows: int, levels: int, cap: int, floor_share: float,
+                                                           total_share: float, seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    weights = torch.randint(0, levels + 1, (rows,), generator=generator).double() ** 2  # ties, zeros, capped rows
+    floor = round(floor_share * cap)
+    total = floor * rows + round(total_share * (cap - floor) * rows)
+    expected = _budgets_oracle(weights.tolist(), total, floor, cap)
+    assert proportional_budgets(weights, total, floor, cap).tolist() == expected
+
+
+def _static_windows_oracle(similarity: torch.Tensor, tau: float, max_window: int) -> tuple[list[tuple[int, int]], int]:
+    """HoliTom's dynamic programme as the reference writes it: a gain table and a loop over window ends."""
+    frames = similarity.shape[0] + 1
+    above = similarity > tau
+    gain = [[0] * frames for _ in range(frames)]
+    for start in range(frames - 1):
+        counts = torch.cumprod(above[start:].long(), dim=0).sum(1).tolist()
+        for offset, static in enumerate(counts):
+            gain[start][start + 1 + offset] = static * (offset + 1)
+    best, first = [0] * frames, [0] * frames
+    for end in range(frames):
+        value, start = (best[end - 1] if end > 0 else 0), end
+        for width in range(2, min(end + 1, max_window) + 1):
+            before = end - width
+            candidate = (best[before] if before >= 0 else 0) + gain[before + 1][end]
+            if candidate > value:
+                value, start = candidate, before + 1
+        best[end], first[end] = value, start
+    windows, end = [], frames - 1
+    while end >= 0:
+        windows.append((first[end], end + 1))
+        end = first[end] - 1
+    return windows[::-1], best[-1]
+
+
+@given(frames=st.integers(1, 14), positions=st.integers(1, 5), levels=st.integers(1, 4),
+       max_window=st.integers(2, 16), seed=st.integers(0, 10_000))
+@settings(max_examples=150, deadline=None)
+def test_holitom_windows_match_the_dynamic_programme_loop(frames: int, positions: int, levels: int, max_window: int,
+                                                          seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    similarity = torch.randint(0, levels + 1, (frames - 1, positions), generator=generator).float() / levels
+    windows, removed = _static_windows_oracle(similarity, 0.5, max_window)  # many ties between window choices
+    window_of, gain = static_windows(similarity, 0.5, max_window)
+    assert segment_bounds(window_of) == windows and int(gain) == removed
+
+
+def _contiguous_segments_oracle(labels: list[int]) -> list[tuple[int, int]]:
+    """PruneVid's run refinement as a host loop over runs (the form ``contiguous_segments`` replaced)."""
+    runs: list[list[int]] = []  # [label, length]
+    for label in labels:
+        if runs and runs[-1][0] == label:
+            runs[-1][1] += 1
+        else:
+            runs.append([label, 1])
+    while len(runs) > 1:
+        longest: dict[int, int] = {}
+        for index, (label, length) in enumerate(runs):
+            if label not in longest or length > runs[longest[label]][1]:
+                longest[label] = index
+        orphans = [i for i, (label, length) in enumerate(runs) if longest[label] != i or length == 1]
+        if not orphans:
+            break
+        i = orphans[0]
+        left = runs[i - 1] if i > 0 else None
+        right = runs[i + 1] if i + 1 < len(runs) else None
+        neighbour = left if right is None or (left is not None and left[1] >= right[1]) else right
+        runs[i][0] = neighbour[0]
+        merged: list[list[int]] = []
+        for label, length in runs:
+            if merged and merged[-1][0] == label:
+                merged[-1][1] += length
+            else:
+                merged.append([label, length])
+        runs = merged
+    bounds, start = [], 0
+    for _, length in runs:
+        bounds.append((start, start + length))
+        start += length
+    return bounds
+
+
+@given(labels=st.lists(st.integers(0, 4), min_size=1, max_size=24))
+@settings(max_examples=300, deadline=None)
+def test_prunevid_segments_match_the_run_loop(labels: list[int]) -> None:
+    assert segment_bounds(contiguous_segments(torch.tensor(labels))) == _contiguous_segments_oracle(labels)
+
+
+@given(tokens=st.integers(1, 30), groups=st.integers(1, 10), slack=st.integers(0, 6), count_share=st.floats(0.0, 1.0),
+       seed=st.integers(0, 10_000))
+@FAST
+def test_reconcile_of_a_padded_grouping_equals_the_exact_one(tokens: int, groups: int, slack: int, count_share: float,
+                                                             seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    rep_pool = torch.randperm(tokens, generator=generator)[: min(groups, tokens)]
+    rep_of = rep_pool[torch.randint(0, rep_pool.shape[0], (tokens,), generator=generator)]
+    rep_of[torch.rand(tokens, generator=generator) < 0.2] = -1
+    rep_of[rep_pool] = rep_pool  # a representative is its own member
+    features = torch.randn(tokens, 4, generator=generator)
+    score = torch.randint(0, 3, (tokens,), generator=generator).float()
+    count = max(1, round(count_share * tokens))
+    exact = group_by_representative(rep_of)
+    padded = group_by_representative(rep_of, max_groups=exact.num_groups + slack)
+    with SyncGuard():
+        out = reconcile(padded, features, 3, count, group_priority(padded, score), release_candidates(padded, score))
+    expected = reconcile(exact, features, 3, count, group_priority(exact, score), release_candidates(exact, score))
+    assert torch.equal(out.group, expected.group) and torch.equal(out.representative, expected.representative)

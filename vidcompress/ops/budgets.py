@@ -1,19 +1,18 @@
 """Per-frame budgets: splitting a token count over frames and keeping each frame's best tokens.
 
-Frame counts are small (tens to hundreds), so budget arithmetic runs on the host in Python ints; token-level work
-(ranking, masks) stays batched on the tensors' device.
+Budgets that depend on the data (proportional shares) are computed on the tensors' device in fixed shapes, so no
+value travels back to the host; budgets that depend on the grid only are host ints copied once (:func:`int_tensor_on`).
 """
 
 from __future__ import annotations
 
 import functools
-import math
 
 import torch
 
 from vidcompress.assemble import host_to_device
 
-__all__ = ["descending_rank", "top_per_row", "picks_to_flat", "proportional_budgets", "int_tensor_on"]
+__all__ = ["descending_rank", "top_per_row", "first_set", "picks_to_flat", "proportional_budgets", "int_tensor_on"]
 
 
 def descending_rank(scores: torch.Tensor) -> torch.Tensor:
@@ -27,6 +26,13 @@ def descending_rank(scores: torch.Tensor) -> torch.Tensor:
 def top_per_row(scores: torch.Tensor, budgets: torch.Tensor) -> torch.Tensor:
     """``[B, N]`` bool mask of the ``budgets[b]`` highest-scoring entries of each row (ties: lower index)."""
     return descending_rank(scores) < budgets.to(scores.device)[:, None]
+
+
+def first_set(mask: torch.Tensor, count: int) -> torch.Tensor:
+    """Ascending indices of the first ``count`` set entries of the 1-D bool ``mask`` (``nonzero`` with a size known
+    on the host: no sync). Entries past the last set one are ``mask.numel()``."""
+    index = torch.arange(mask.shape[0], device=mask.device)
+    return torch.sort(torch.where(mask, index, mask.shape[0])).values[:count]
 
 
 @functools.lru_cache(maxsize=256)
@@ -47,43 +53,58 @@ def picks_to_flat(picks: torch.Tensor, budgets: list[int], row_size: int) -> tor
     return torch.sort(torch.where(keep, picks + offsets, past_end).reshape(-1)).values[: sum(budgets)]
 
 
-def proportional_budgets(weights: list[float], total: int, floor: int, cap: int) -> list[int]:
-    """Integer budgets summing exactly to ``total``: ``floor`` each, the rest in proportion to ``weights``.
+def proportional_budgets(weights: torch.Tensor, total: int, floor: int, cap: int) -> torch.Tensor:
+    """``[R]`` long integer budgets summing exactly to ``total``: ``floor`` each, the rest in proportion to ``weights``.
 
     No budget exceeds ``cap``: shares above it are capped and their excess is spread over the other rows in
     proportion to their weights (water filling). Fractions are rounded by the largest-remainder rule, ties to the
     lower index. Rows of zero weight only receive a share when every positive-weight row is full, then evenly.
+    ``weights`` ``[R]`` must be finite and non-negative (not checked: that would read them back).
+
+    Computed on the weights' device in float64 without a host sync: the rows that water filling caps are always the
+    heaviest open ones, so every round of capping is a step ``k -> k + #full(k)`` on the number ``k`` of capped
+    rows, evaluated for all ``k`` at once and followed from ``k = 0`` by pointer doubling.
 
     Raises:
-        ValueError: when ``floor * len(weights) > total`` or ``cap * len(weights) < total``.
+        ValueError: when ``floor * R > total`` or ``cap * R < total``.
     """
-    rows = len(weights)
+    rows = weights.shape[0]
     if rows == 0 or floor < 0 or floor > cap or floor * rows > total or cap * rows < total:
         raise ValueError(f"cannot split {total} over {rows} rows with floor {floor} and cap {cap}")
-    if any(not math.isfinite(w) or w < 0 for w in weights):
-        raise ValueError(f"weights must be finite and non-negative, got {weights}")
-    budgets = [float(floor)] * rows
-    open_rows = set(range(rows))
-    remaining = float(total - floor * rows)
-    while remaining > 1e-9 and open_rows:
-        mass = sum(weights[r] for r in open_rows)
-        share = {r: (weights[r] / mass if mass > 0 else 1.0 / len(open_rows)) for r in open_rows}
-        full = [r for r in open_rows if budgets[r] + remaining * share[r] >= cap]
-        if not full:
-            for r in open_rows:
-                budgets[r] += remaining * share[r]
-            break
-        for r in full:
-            remaining -= cap - budgets[r]
-            budgets[r] = float(cap)
-            open_rows.discard(r)
-    whole = [min(cap, math.floor(b + 1e-9)) for b in budgets]
-    short = total - sum(whole)
-    by_remainder = sorted(range(rows), key=lambda r: (-(budgets[r] - whole[r]), r))
-    for r in by_remainder:
-        if short == 0:
-            break
-        if whole[r] < cap:
-            whole[r] += 1
-            short -= 1
-    return whole
+    weight = weights.to(torch.float64)
+    capped, remaining, share = _water_level(weight, float(total - floor * rows), floor, cap)
+    budgets = torch.where(capped, float(cap), floor + remaining * share)
+    whole = torch.clamp(torch.floor(budgets + 1e-9), max=cap)
+    by_remainder = torch.sort(-(budgets - whole), stable=True).indices
+    open_sorted = (whole < cap)[by_remainder]
+    short = total - whole.sum()
+    bump = open_sorted & (torch.cumsum(open_sorted.long(), 0) <= short)
+    return whole.long().index_add_(0, by_remainder, bump.long())
+
+
+def _water_level(
+    weight: torch.Tensor, spread: float, floor: int, cap: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Water filling of ``spread`` over rows starting at ``floor``: ``(capped [R] bool, remaining mass [1],
+    share [R] of the remaining mass of every open row)``."""
+    rows = weight.shape[0]
+    device = weight.device
+    order = torch.sort(weight, descending=True, stable=True).indices
+    heaviest = weight[order]
+    capped_count = torch.arange(rows + 1, device=device)  # k rows capped: the k heaviest
+    remaining = spread - capped_count.to(torch.float64) * (cap - floor)
+    mass = torch.cat([heaviest.flip(0).cumsum(0).flip(0), heaviest.new_zeros(1)])  # open mass for every k
+    open_row = torch.arange(rows, device=device)[None, :] >= capped_count[:, None]  # [k, sorted row]
+    even = 1.0 / (rows - capped_count).clamp(min=1).to(torch.float64)
+    share = torch.where(mass[:, None] > 0, heaviest[None, :] / mass[:, None], even[:, None])
+    full = open_row & (floor + remaining[:, None] * share >= cap)
+    done = (remaining <= 1e-9) | (capped_count == rows)
+    step = torch.where(done, capped_count, capped_count + full.sum(1))
+    for _ in range(max(1, rows.bit_length())):
+        step = step[step]
+    final = step[:1]  # a 1-element index, not a 0-dim one (that would be read back)
+    rank = torch.empty_like(order).scatter_(0, order, torch.arange(rows, device=device))
+    capped = rank < final
+    level = torch.where(remaining[final] > 1e-9, remaining[final], 0.0)
+    row_share = torch.where(mass[final] > 0, weight / mass[final], even[final])
+    return capped, level, row_share

@@ -55,7 +55,9 @@ class DensityPeaks:
     score: torch.Tensor  # rho * delta, -inf for invalid tokens
 
 
-def density_peaks(x: torch.Tensor, k: PerRow, valid: torch.Tensor | None = None) -> DensityPeaks:
+def density_peaks(
+    x: torch.Tensor, k: PerRow, valid: torch.Tensor | None = None, max_k: int | None = None
+) -> DensityPeaks:
     """Density ``rho`` and centre score ``rho * delta`` of every token of ``x`` ``[B, n, D]``.
 
     Args:
@@ -64,19 +66,21 @@ def density_peaks(x: torch.Tensor, k: PerRow, valid: torch.Tensor | None = None)
             synchronisation; a tensor is read back for its check and maximum); clipped to the number of valid tokens
             of the row.
         valid: optional ``[B, n]`` bool mask of the tokens that take part; the others are ignored.
+        max_k: host upper bound of a tensor ``k`` whose values the caller guarantees to be ``>= 1``: then ``k`` is
+            neither read back nor checked.
     """
     rows, n, _ = x.shape
     device = x.device
     valid = torch.ones(rows, n, dtype=torch.bool, device=device) if valid is None else valid.to(device)
     k, k_host = _per_row(k, rows, device)
-    if k_host is None:
-        k_host = tuple(k.tolist())  # host sync; pass host ints on the hot path
-    if min(k_host, default=1) < 1:
+    if k_host is None and max_k is None:
+        k_host = tuple(k.tolist())  # host sync; pass host ints (or max_k) on the hot path
+    if k_host is not None and min(k_host, default=1) < 1:
         raise ValueError(f"DPC-kNN needs k >= 1 neighbours, got {list(k_host)}")
     pair_valid = valid[:, :, None] & valid[:, None, :]
     distances = pairwise_distances(x)
     knn_dist = distances.masked_fill(~pair_valid, float("inf"))
-    k_max = min(max(k_host, default=1), n)
+    k_max = min(max(k_host, default=1) if k_host is not None else max_k, n)
     nearest = torch.topk(knn_dist, k_max, dim=-1, largest=False).values  # [B, n, k_max]
     k_row = torch.minimum(k, valid.sum(-1).clamp(min=1))
     use = (torch.arange(k_max, device=device)[None, None, :] < k_row[:, None, None]) & torch.isfinite(nearest)
@@ -113,11 +117,13 @@ def dpc_knn(
     num_clusters: PerRow,
     k: PerRow,
     valid: torch.Tensor | None = None,
+    max_k: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Cluster each row of ``x`` ``[B, n, D]`` into ``num_clusters`` (int or one per row) density-peak clusters.
 
     Sync-free when ``num_clusters`` and ``k`` are host ints and ``valid`` is ``None``; tensors (or a ``valid`` mask)
-    are read back to the host once to check that every count lies in ``[0, valid tokens]``.
+    are read back to the host once to check that every count lies in ``[0, valid tokens]``, unless ``max_k`` is
+    given: the caller then guarantees the counts and that ``1 <= k <= max_k``, and nothing is read back.
 
     Returns:
         ``(centre, assignment)``: ``centre`` ``[B, n]`` bool marks the cluster centres; ``assignment`` ``[B, n]`` long
@@ -129,11 +135,11 @@ def dpc_knn(
     valid_given = valid is not None
     valid = torch.ones(rows, n, dtype=torch.bool, device=device) if valid is None else valid.to(device)
     clusters, clusters_host = _per_row(num_clusters, rows, device)
-    if clusters_host is None or valid_given:
+    if max_k is None and (clusters_host is None or valid_given):
         _check_cluster_counts(clusters.tolist(), valid.sum(-1).tolist())  # host sync
-    else:
+    elif clusters_host is not None:
         _check_cluster_counts(clusters_host, [n] * rows)
-    peaks = density_peaks(x, k, valid)
+    peaks = density_peaks(x, k, valid, max_k)
     centre = (rank_desc(peaks.score) < clusters[:, None]) & valid
     to_centre = peaks.distances.masked_fill(~centre[:, None, :], float("inf"))
     assignment = to_centre.argmin(-1)

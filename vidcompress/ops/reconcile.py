@@ -10,6 +10,10 @@ singletons. Then
 
 The result goes to :func:`vidcompress.assemble.merge_tokens`, which fixes order, ``source`` and positions.
 
+Everything runs in fixed shapes, without a host sync: a method whose native number of groups depends on the data
+builds a *padded* grouping (:attr:`Grouping.size` on the device, at most a host-known capacity of groups), and
+:func:`reconcile` turns it into exactly ``count`` groups with masks over fixed upper bounds.
+
 A method whose output rows are not the means of their members (AOT: optimal-transport-updated anchors) sets
 ``Grouping.features``; reconcile then carries those rows: a fold is the member-count-weighted mean of the two rows
 (the similarity is the cosine of the rows), a new singleton carries its own input feature, and a group that loses a
@@ -33,53 +37,80 @@ class Grouping:
 
     Args:
         group: ``[M]`` long group of every token, ``-1`` for dropped tokens; groups are ``0 .. G-1``.
-        representative: ``[G]`` long flat index whose position each group carries (a member of the group).
+        representative: ``[G]`` long flat index whose position each group carries (a member of the group); in a
+            padded grouping ``[capacity]``, the real groups first and ``M`` in the unused slots.
         weights: ``[M]`` float32 member weights of the (weighted) mean.
         features: optional ``[G, D]`` float32 output row of every group, when it is not the members' mean.
+        size: padded groupings only: ``G`` as a long scalar on the device; ``None`` when every slot is a group.
     """
 
     group: torch.Tensor
     representative: torch.Tensor
     weights: torch.Tensor
     features: torch.Tensor | None = None
+    size: torch.Tensor | None = None
 
     @property
     def num_groups(self) -> int:
+        """Number of group slots (the capacity of a padded grouping)."""
         return int(self.representative.shape[0])
+
+    def trimmed(self) -> Grouping:
+        """This grouping with exactly its real groups: reads :attr:`size` back (a sync; for native counts only)."""
+        if self.size is None:
+            return self
+        size = int(self.size)
+        rows = None if self.features is None else self.features[:size]
+        return Grouping(self.group, self.representative[:size], self.weights, rows)
+
+    @property
+    def num_real(self) -> torch.Tensor | int:
+        """Number of real groups: the device scalar :attr:`size`, or :attr:`num_groups`."""
+        return self.num_groups if self.size is None else self.size
 
 
 def group_by_representative(
-    rep_of: torch.Tensor, weights: torch.Tensor | None = None, num_groups: int | None = None
+    rep_of: torch.Tensor,
+    weights: torch.Tensor | None = None,
+    num_groups: int | None = None,
+    max_groups: int | None = None,
 ) -> Grouping:
     """Grouping from ``rep_of`` ``[M]``: the flat index of each token's representative, ``-1`` when dropped.
 
-    Groups are numbered in order of their representatives; ``weights`` default to 1 (plain means). ``num_groups``:
-    the number of distinct representatives when the caller knows it on the host (it must be exact); the grouping is
-    then built without a host sync. ``None`` finds them with ``unique`` (a sync on CUDA).
+    Groups are numbered in order of their representatives; ``weights`` default to 1 (plain means). Without a host
+    sync when the caller knows on the host either ``num_groups``, the exact number of distinct representatives, or
+    ``max_groups``, an upper bound (the grouping is then padded to ``max_groups`` slots, :attr:`Grouping.size` holding
+    the real number). With neither, the representatives are found with ``unique`` (a sync on CUDA).
     """
     member = rep_of >= 0
-    if num_groups is None:
+    size = None
+    if num_groups is None and max_groups is None:
         reps = torch.unique(rep_of[member])  # sorted
     else:
-        size = rep_of.shape[0]
-        flags = torch.zeros(size, dtype=torch.long, device=rep_of.device)
+        total = rep_of.shape[0]
+        flags = torch.zeros(total, dtype=torch.long, device=rep_of.device)
         flags.scatter_reduce_(0, rep_of.clamp(min=0), member.long(), reduce="amax")
-        index = torch.arange(size, device=rep_of.device)
-        reps = torch.sort(torch.where(flags > 0, index, size)).values[:num_groups]
+        index = torch.arange(total, device=rep_of.device)
+        reps = torch.sort(torch.where(flags > 0, index, total)).values[: min(total, num_groups or max_groups)]
+        size = None if num_groups is not None else flags.sum()
     group = torch.where(member, torch.searchsorted(reps, rep_of.clamp(min=0)), torch.full_like(rep_of, -1))
     weights = torch.ones(rep_of.shape[0], device=rep_of.device) if weights is None else weights.float()
-    return Grouping(group=group, representative=reps, weights=weights)
+    return Grouping(group=group, representative=reps, weights=weights, size=size)
+
+
+def _representative_mask(grouping: Grouping) -> torch.Tensor:
+    """``[M]`` bool: the tokens that represent a (real) group; padded slots point past the end and are dropped."""
+    total = grouping.group.shape[0]
+    flags = torch.zeros(total + 1, dtype=torch.bool, device=grouping.group.device)
+    return flags.index_fill_(0, grouping.representative.clamp(max=total), True)[:total]
 
 
 def release_candidates(grouping: Grouping, score: torch.Tensor) -> torch.Tensor:
-    """Tokens that may come back as singletons, best first: dropped tokens, then non-representative members, each by
-    descending ``score`` ``[M]`` (ties: lower index first)."""
-    is_rep = torch.zeros_like(grouping.group, dtype=torch.bool)
-    is_rep[grouping.representative] = True
+    """All ``M`` tokens, best first as singletons: dropped tokens, then non-representative members, each by
+    descending ``score`` ``[M]`` (ties: lower index first), then the representatives (never to be released)."""
     order = torch.sort(score.float(), descending=True, stable=True).indices
-    order = order[~is_rep[order]]
-    dropped_first = torch.sort((grouping.group[order] >= 0).long(), stable=True).indices
-    return order[dropped_first]
+    kind = (grouping.group >= 0).long() + _representative_mask(grouping).long()  # 0 dropped, 1 member, 2 rep
+    return order[torch.sort(kind[order], stable=True).indices]
 
 
 def group_priority(grouping: Grouping, score: torch.Tensor) -> torch.Tensor:
@@ -88,14 +119,33 @@ def group_priority(grouping: Grouping, score: torch.Tensor) -> torch.Tensor:
     sizes = torch.zeros(grouping.num_groups, device=score.device).index_add_(
         0, grouping.group.clamp(min=0), member.float()
     )
-    rank = torch.argsort(torch.argsort(score.float()[grouping.representative], stable=True), stable=True)
-    return sizes + rank.float() / (grouping.num_groups + 1)
+    padded_score = torch.cat([score.float(), score.new_full((1,), float("inf"), dtype=torch.float32)])
+    rep_score = padded_score[grouping.representative.clamp(max=score.shape[0])]
+    rank = torch.argsort(torch.argsort(rep_score, stable=True), stable=True)
+    return sizes + rank.float() / (grouping.num_real + 1)
 
 
-def _fold(grouping: Grouping, features: torch.Tensor, frame_size: int, priority: torch.Tensor, excess: int) -> Grouping:
+@dataclass(frozen=True)
+class _Fold:
+    """The fold step's decision: ``mapping`` ``[G]`` of every group onto the group it ends in, ``keep`` ``[G]``
+    bool, re-normalised member ``weights`` ``[M]`` and member counts ``sizes`` ``[G]``."""
+
+    mapping: torch.Tensor
+    keep: torch.Tensor
+    weights: torch.Tensor
+    sizes: torch.Tensor
+
+
+def _fold(
+    grouping: Grouping, features: torch.Tensor, frame_size: int, priority: torch.Tensor, excess: torch.Tensor,
+    max_excess: int,
+) -> _Fold:
+    """Fold the ``excess`` (at most ``max_excess``) lowest-priority real groups into their most similar kept group."""
     group, reps = grouping.group, grouping.representative
     num_groups = grouping.num_groups
     device = group.device
+    slots = torch.arange(num_groups, device=device)
+    real = slots < grouping.num_real
     member = group >= 0
     safe = group.clamp(min=0)
     sizes = torch.zeros(num_groups, device=device).index_add_(0, safe, member.float())
@@ -110,44 +160,25 @@ def _fold(grouping: Grouping, features: torch.Tensor, frame_size: int, priority:
         means = unit(grouping.features)
     # lowest priority folds first; ties: the group with the lower representative folds first
     by_rep = torch.argsort(reps)
-    fold = by_rep[smallest_first(priority[by_rep])[:excess]]
-    keep_mask = torch.ones(num_groups, dtype=torch.bool, device=device)
-    keep_mask[fold] = False
-    keep = torch.nonzero(keep_mask).squeeze(1)
+    ranked = torch.where(real, priority, torch.full_like(priority, float("inf")))
+    fold = by_rep[smallest_first(ranked[by_rep])[:max_excess]]
+    fold_valid = torch.arange(fold.shape[0], device=device) < excess
+    folded = torch.zeros(num_groups + 1, dtype=torch.bool, device=device)
+    folded.index_fill_(0, torch.where(fold_valid, fold, num_groups), True)
+    keep = real & ~folded[:num_groups]
     frame = reps // frame_size
-    affinity = means[fold] @ means[keep].T + 2.0 * (frame[fold][:, None] == frame[keep][None, :])
-    target = keep[affinity.argmax(-1)]
-    mapping = torch.arange(num_groups, device=device)
-    mapping[fold] = target
-    renumber = torch.full((num_groups,), -1, dtype=torch.long, device=device)
-    renumber[keep] = torch.arange(keep.shape[0], device=device)
-    new_group = torch.where(member, renumber[mapping[safe]], torch.full_like(group, -1))
-    return Grouping(
-        group=new_group,
-        representative=reps[keep],
-        weights=weights,
-        features=None if grouping.features is None else _folded_rows(grouping.features, sizes, mapping, keep),
-    )
+    affinity = means[fold] @ means.T + 2.0 * (frame[fold][:, None] == frame[None, :])
+    target = affinity.masked_fill(~keep[None, :], float("-inf")).argmax(-1)
+    mapping = torch.cat([slots, slots.new_full((1,), num_groups)])
+    mapping.scatter_(0, torch.where(fold_valid, fold, num_groups), torch.where(fold_valid, target, num_groups))
+    return _Fold(mapping=mapping[:num_groups], keep=keep, weights=weights, sizes=sizes)
 
 
-def _folded_rows(rows: torch.Tensor, sizes: torch.Tensor, mapping: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """``[len(keep), D]`` member-count-weighted mean of the rows mapped onto each kept group."""
+def _folded_rows(rows: torch.Tensor, sizes: torch.Tensor, mapping: torch.Tensor) -> torch.Tensor:
+    """``[G, D]`` member-count-weighted mean of the rows mapped onto each group (NaN for groups folded away)."""
     sums = torch.zeros_like(rows, dtype=torch.float32).index_add_(0, mapping, rows.float() * sizes[:, None])
     totals = torch.zeros_like(sizes).index_add_(0, mapping, sizes)
-    return sums[keep] / totals[keep, None]
-
-
-def _add_singletons(grouping: Grouping, features: torch.Tensor, candidates: torch.Tensor, missing: int) -> Grouping:
-    if candidates.shape[0] < missing:
-        raise RuntimeError(f"exact-count reconcile needs {missing} more tokens, only {candidates.shape[0]} available")
-    chosen = candidates[:missing]
-    group, weights = grouping.group.clone(), grouping.weights.clone()
-    group[chosen] = grouping.num_groups + torch.arange(missing, device=group.device)
-    weights[chosen] = 1.0
-    rows = None if grouping.features is None else torch.cat([grouping.features.float(), features[chosen].float()])
-    return Grouping(
-        group=group, representative=torch.cat([grouping.representative, chosen]), weights=weights, features=rows
-    )
+    return sums / totals[:, None]
 
 
 def reconcile(
@@ -157,22 +188,76 @@ def reconcile(
     count: int,
     priority: torch.Tensor,
     candidates: torch.Tensor,
+    max_excess: int | None = None,
 ) -> Grouping:
     """Return ``grouping`` changed to exactly ``count`` groups (unchanged when it already has ``count``).
 
+    Runs without a host sync, in shapes fixed by ``count``, the capacity of ``grouping`` and ``max_excess``.
+
     Args:
-        grouping: the native grouping.
+        grouping: the native grouping, exact or padded.
         features: ``[M, D]`` input features (the similarity of two groups is the cosine of their means, or of their
             rows when ``grouping.features`` is set; a new singleton's row is its input feature).
         frame_size: ``N`` tokens per frame (a group's frame is its representative's).
         count: the exact number of groups wanted.
         priority: ``[G]`` float, higher = more important; the lowest fold first.
-        candidates: ``[C]`` long flat indices, best first, of tokens that may become singletons; none of them may be a
-            representative.
+        candidates: ``[C]`` long flat indices, best first, of tokens that may become singletons; the first
+            ``count - G`` of them must not be representatives.
+        max_excess: host upper bound on ``G - count`` (a padded grouping's capacity minus ``count`` by default).
     """
-    excess = grouping.num_groups - count
-    if excess > 0:
-        return _fold(grouping, features, frame_size, priority.float(), excess)
-    if excess < 0:
-        return _add_singletons(grouping, features, candidates, -excess)
-    return grouping
+    if grouping.size is None:
+        if grouping.num_groups == count:
+            return grouping
+        if candidates.shape[0] < count - grouping.num_groups:
+            raise RuntimeError(
+                f"exact-count reconcile needs {count - grouping.num_groups} more tokens, "
+                f"only {candidates.shape[0]} available"
+            )
+    bound = grouping.num_groups - count if max_excess is None else min(max_excess, grouping.num_groups - count)
+    excess = grouping.num_real - count
+    folding = _fold(grouping, features, frame_size, priority.float(), excess, max(bound, 0))
+    return _assemble(grouping, features, count, folding, excess, candidates)
+
+
+def _on_device(value: torch.Tensor | int, device: torch.device) -> torch.Tensor:
+    """``value`` as a 0-dim long tensor on ``device``; a host int is filled in place (no host-to-device copy)."""
+    return value if isinstance(value, torch.Tensor) else torch.full((), value, dtype=torch.long, device=device)
+
+
+def _assemble(
+    grouping: Grouping, features: torch.Tensor, count: int, folding: _Fold, excess: torch.Tensor | int,
+    candidates: torch.Tensor,
+) -> Grouping:
+    """The ``count`` groups: the kept ones renumbered in order, then the first ``count - kept`` candidates as
+    singletons (none when groups were folded)."""
+    device = grouping.group.device
+    num_groups, total = grouping.num_groups, grouping.group.shape[0]
+    folds = _on_device(excess, device) > 0
+    renumber = torch.where(folding.keep, folding.keep.long().cumsum(0) - 1, -1)
+    member = grouping.group >= 0
+    group = torch.where(member, renumber[folding.mapping[grouping.group.clamp(min=0)]], -1)
+    weights = torch.where(folds, folding.weights, grouping.weights.float())
+    kept = torch.clamp(_on_device(grouping.num_real, device), max=count)
+    slots = torch.arange(num_groups, device=device)
+    kept_slots = torch.where(folding.keep, slots, num_groups)
+    if count > num_groups:  # room for the singletons
+        kept_slots = torch.cat([kept_slots, slots.new_full((count - num_groups,), num_groups)])
+    keep_ids = torch.sort(kept_slots).values[:count]  # num_groups: an empty slot
+    released = candidates[:count]
+    order = torch.arange(released.shape[0], device=device)
+    chosen = torch.where(order < count - kept, released, total)
+    group = torch.cat([group, group.new_full((1,), -1)]).scatter_(0, chosen, kept + order)[:total]
+    weights = torch.cat([weights, weights.new_zeros(1)]).index_fill_(0, chosen, 1.0)[:total]
+    rows = torch.arange(count, device=device)
+    new = rows >= kept
+    release_index = (rows - kept).clamp(min=0, max=max(released.shape[0] - 1, 0))
+    released = released if released.shape[0] else rows.new_zeros(1)
+    reps = torch.cat([grouping.representative, grouping.representative.new_full((1,), total)])
+    representative = torch.where(new, released[release_index], reps[keep_ids])
+    out_features = None
+    if grouping.features is not None:
+        rows_out = torch.where(folds, _folded_rows(grouping.features, folding.sizes, folding.mapping),
+                               grouping.features.float())
+        rows_out = torch.cat([rows_out, rows_out.new_zeros(1, rows_out.shape[1])])
+        out_features = torch.where(new[:, None], features[released[release_index]].float(), rows_out[keep_ids])
+    return Grouping(group=group, representative=representative, weights=weights, features=out_features)

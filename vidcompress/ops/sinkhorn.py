@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from vidcompress.kernels.sinkhorn import sinkhorn_scalings
+
 __all__ = ["gibbs_kernel", "sinkhorn"]
 
 
@@ -36,7 +38,8 @@ def sinkhorn(
         col_marginal: ``[B, n]`` target masses.
         max_iter: at most this many (r, c) updates.
         tol: stop once the mean absolute change of the row scalings ``r`` in one update is below ``tol``
-            (``tol=0`` runs all ``max_iter`` updates).
+            (``tol=0`` runs all ``max_iter`` updates). Decided on the device, with no host sync
+            (:func:`vidcompress.kernels.sinkhorn.sinkhorn_scalings`, a Triton kernel on CUDA).
         joint_stop: the change is averaged over the whole batch and all problems stop together (AOT's intra-frame
             call, which batches every frame); ``False`` stops each problem on its own change, as separate calls
             would (AOT's inter-frame calls).
@@ -54,21 +57,5 @@ def sinkhorn(
         )
     if max_iter < 1:
         raise ValueError(f"max_iter must be at least 1, got {max_iter}")
-    kernel = kernel.float()
-    mu, nu = row_marginal.float(), col_marginal.float()
-    r, c = torch.ones_like(mu), torch.ones_like(nu)
-    active = torch.ones(batch, dtype=torch.bool, device=kernel.device)
-    for _ in range(max_iter):
-        r_new = mu / torch.bmm(kernel, c.unsqueeze(-1)).squeeze(-1)
-        c_new = nu / torch.bmm(kernel.transpose(1, 2), r_new.unsqueeze(-1)).squeeze(-1)
-        change = (r_new - r).abs()
-        r = torch.where(active[:, None], r_new, r)
-        c = torch.where(active[:, None], c_new, c)
-        if joint_stop:
-            if float(change.mean()) < tol:
-                break
-        else:
-            active = active & (change.mean(dim=1) >= tol)
-            if not bool(active.any()):
-                break
-    return r.unsqueeze(-1) * kernel * c.unsqueeze(-2)
+    r, c = sinkhorn_scalings(kernel.float(), row_marginal.float(), col_marginal.float(), max_iter, tol, joint_stop)
+    return r.unsqueeze(-1) * kernel.float() * c.unsqueeze(-2)
