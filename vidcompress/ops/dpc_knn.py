@@ -55,7 +55,9 @@ class DensityPeaks:
     score: torch.Tensor  # rho * delta, -inf for invalid tokens
 
 
-def density_peaks(x: torch.Tensor, k: PerRow, valid: torch.Tensor | None = None) -> DensityPeaks:
+def density_peaks(
+    x: torch.Tensor, k: PerRow, valid: torch.Tensor | None = None, *, max_k: int | None = None
+) -> DensityPeaks:
     """Density ``rho`` and centre score ``rho * delta`` of every token of ``x`` ``[B, n, D]``.
 
     Args:
@@ -64,13 +66,15 @@ def density_peaks(x: torch.Tensor, k: PerRow, valid: torch.Tensor | None = None)
             synchronisation; a tensor is read back for its check and maximum); clipped to the number of valid tokens
             of the row.
         valid: optional ``[B, n]`` bool mask of the tokens that take part; the others are ignored.
+        max_k: a host upper bound of a tensor ``k``: then ``k`` is neither read back nor checked (every entry must
+            be at least 1).
     """
     rows, n, _ = x.shape
     device = x.device
     valid = torch.ones(rows, n, dtype=torch.bool, device=device) if valid is None else valid.to(device)
     k, k_host = _per_row(k, rows, device)
     if k_host is None:
-        k_host = tuple(k.tolist())  # host sync; pass host ints on the hot path
+        k_host = (max_k,) if max_k is not None else tuple(k.tolist())  # host sync without max_k
     if min(k_host, default=1) < 1:
         raise ValueError(f"DPC-kNN needs k >= 1 neighbours, got {list(k_host)}")
     pair_valid = valid[:, :, None] & valid[:, None, :]
@@ -113,11 +117,15 @@ def dpc_knn(
     num_clusters: PerRow,
     k: PerRow,
     valid: torch.Tensor | None = None,
+    *,
+    max_k: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Cluster each row of ``x`` ``[B, n, D]`` into ``num_clusters`` (int or one per row) density-peak clusters.
 
     Sync-free when ``num_clusters`` and ``k`` are host ints and ``valid`` is ``None``; tensors (or a ``valid`` mask)
-    are read back to the host once to check that every count lies in ``[0, valid tokens]``.
+    are read back to the host once to check that every count lies in ``[0, valid tokens]``, unless ``max_k`` (a host
+    upper bound of a tensor ``k``) is given: then nothing is read back or checked, and the caller guarantees
+    ``0 <= num_clusters <= valid tokens`` and ``k >= 1``.
 
     Returns:
         ``(centre, assignment)``: ``centre`` ``[B, n]`` bool marks the cluster centres; ``assignment`` ``[B, n]`` long
@@ -129,11 +137,11 @@ def dpc_knn(
     valid_given = valid is not None
     valid = torch.ones(rows, n, dtype=torch.bool, device=device) if valid is None else valid.to(device)
     clusters, clusters_host = _per_row(num_clusters, rows, device)
-    if clusters_host is None or valid_given:
+    if max_k is None and (clusters_host is None or valid_given):
         _check_cluster_counts(clusters.tolist(), valid.sum(-1).tolist())  # host sync
-    else:
+    elif clusters_host is not None:
         _check_cluster_counts(clusters_host, [n] * rows)
-    peaks = density_peaks(x, k, valid)
+    peaks = density_peaks(x, k, valid, max_k=max_k)
     centre = (rank_desc(peaks.score) < clusters[:, None]) & valid
     to_centre = peaks.distances.masked_fill(~centre[:, None, :], float("inf"))
     assignment = to_centre.argmin(-1)
