@@ -36,7 +36,7 @@ SYNC_OPS = {
     "equal",
 }
 #: Token-stage methods that still synchronise (issue 5 follow-ups; their files belong to other work streams).
-KNOWN_SYNCING = {"aot", "fastvid", "flashvid", "holitom", "keyframe", "prunevid"}
+KNOWN_SYNCING = {"aot", "holitom", "keyframe", "prunevid"}
 GRID = (4, 4, 4)
 RETENTIONS = (0.1, 0.25, 0.5)
 
