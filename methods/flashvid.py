@@ -10,6 +10,7 @@ import torch
 
 from vidcompress.assemble import merge_tokens
 from vidcompress.compressor import Compressor
+from vidcompress.kernels import calibrated_kcenter
 from vidcompress.llm_stage import LayerInputs, LayerReduction, keep_top_visual
 from vidcompress.ops.dpc_knn import dpc_knn
 from vidcompress.ops.padded_groups import pad_by_representative, reconcile_padded
@@ -26,30 +27,11 @@ def calibrated_max_min(features: torch.Tensor, weight: torch.Tensor, count: int)
     """ADTS greedy selection, batched over frames: ``[T, N]`` selection order (``count`` and above: not selected).
 
     With ``D_ij = 1 - cos(f_i, f_j)`` and the column weight ``w_j``, the first token is
-    ``argmax_j min_{i != j} D_ij * w_j`` and each next one ``argmax_j min_{i in S} D_ij * w_j`` over unselected ``j``.
-    For ``w_j < 0`` the minimum of the products is ``w_j`` times the maximum distance, so a running minimum and
-    maximum of the distances to the selected set are enough. Ties go to the lower index.
+    ``argmax_j min_{i != j} D_ij * w_j`` and each next one ``argmax_j min_{i in S} D_ij * w_j`` over unselected ``j``
+    (:func:`~vidcompress.kernels.calibrated_kcenter`; one Triton launch on CUDA). Ties go to the lower index.
     """
-    t, n, _ = features.shape
     normed = unit(features)
-    distance = 1.0 - normed @ normed.transpose(1, 2)  # [T, N, N], symmetric
-    eye = torch.eye(n, dtype=torch.bool, device=features.device)
-    nearest = distance.masked_fill(eye, float("inf")).min(1).values
-    farthest = distance.masked_fill(eye, float("-inf")).max(1).values
-    order = torch.full((t, n), n, dtype=torch.long, device=features.device)
-    chosen = torch.zeros(t, n, dtype=torch.bool, device=features.device)
-    frames = torch.arange(t, device=features.device)
-    for step in range(count):
-        value = torch.where(weight >= 0, weight * nearest, weight * farthest).nan_to_num(nan=0.0)
-        pick = value.masked_fill(chosen, float("-inf")).argmax(1)
-        chosen[frames, pick] = True
-        order[frames, pick] = step
-        row = distance[frames, pick]  # [T, N] distances to the new token
-        if step == 0:
-            nearest, farthest = row, row
-        else:
-            nearest, farthest = torch.minimum(nearest, row), torch.maximum(farthest, row)
-    return order
+    return calibrated_kcenter(1.0 - normed @ normed.transpose(1, 2), weight, count)
 
 
 @register_compressor(
