@@ -2,38 +2,36 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from vidcompress.assemble import merge_tokens
 from vidcompress.compressor import Compressor
 from vidcompress.ops.dpc_knn import density_peaks, rank_desc
-from vidcompress.ops.reconcile import group_by_representative, group_priority, reconcile, release_candidates
-from vidcompress.ops.temporal import (
-    adjacent_similarity,
-    cuts_with_minimum,
-    frame_means,
-    segment_bounds,
-    segment_ids,
-    unit,
+from vidcompress.ops.padded_groups import (
+    pad_by_representative,
+    padded_candidates,
+    padded_priority,
+    reconcile_padded,
+    true_indices,
 )
+from vidcompress.ops.reconcile import group_by_representative
+from vidcompress.ops.temporal import adjacent_similarity, cuts_with_minimum, frame_means, segment_ids, unit
 from vidcompress.registry import register_compressor
 from vidcompress.tokens import CompressedTokens, VideoTokens
 
 DTM_ASSIGNMENTS = ("reference", "exclusive")
 
 
-def anchor_context_counts(bounds: list[tuple[int, int]], per_frame: int, interval: int) -> list[int]:
-    """Context tokens of every frame: a segment's ``per_frame * length`` split evenly (floor) over its anchor frames,
-    every ``interval``-th frame counted back from the segment's last frame; other frames get none."""
-    counts = []
-    for start, stop in bounds:
-        length = stop - start
-        anchors = math.ceil(length / interval)
-        share = per_frame * length // anchors
-        counts += [share if (length - 1 - i) % interval == 0 else 0 for i in range(length)]
-    return counts
+def anchor_context_counts(ids: torch.Tensor, per_frame: int, interval: int) -> torch.Tensor:
+    """``[T]`` context tokens of every frame of the segmentation ``ids``: a segment's ``per_frame * length`` split
+    evenly (floor) over its anchor frames, every ``interval``-th frame counted back from the segment's last frame;
+    other frames get none. Computed on the device."""
+    frames = ids.shape[0]
+    lengths = torch.zeros(frames, dtype=torch.long, device=ids.device).index_add_(0, ids, torch.ones_like(ids))
+    length = lengths[ids]
+    from_end = torch.cumsum(lengths, 0)[ids] - 1 - torch.arange(frames, device=ids.device)
+    share = per_frame * length // ((length + interval - 1) // interval)
+    return torch.where(from_end % interval == 0, share, 0)
 
 
 def rank01(values: torch.Tensor) -> torch.Tensor:
@@ -117,95 +115,115 @@ class FastVID(Compressor):
     def compress(self, tokens: VideoTokens, count: int) -> CompressedTokens:
         assert tokens.attention is not None  # checked by Compressor.__call__
         t, n, _ = tokens.features.shape
-        device = tokens.features.device
         ids = segment_ids(
             cuts_with_minimum(
                 adjacent_similarity(frame_means(tokens.features)), self.segment_threshold, self.min_segments
             )
         )
-        bounds = segment_bounds(ids)
         retain = max(1, int(n * self.retention))
         context_per_frame = int(retain * self.context_ratio)
         salient = rank_desc(tokens.attention.float()) < retain - context_per_frame  # [T, N]
         density = density_peaks(tokens.features, self.k, ~salient).score
-        contexts = torch.tensor(anchor_context_counts(bounds, context_per_frame, self.anchor_interval), device=device)
-        context = (rank_desc(density) < contexts[:, None]) & ~salient
-
-        flat = torch.arange(t * n, device=device)
-        context_index = flat[context.reshape(-1)]  # [C]
+        contexts = anchor_context_counts(ids, context_per_frame, self.anchor_interval)
+        context = ((rank_desc(density) < contexts[:, None]) & ~salient).reshape(-1)
+        # a segment's anchor frames share at most context_per_frame tokens per frame of the segment
+        context_index = true_indices(context, context_per_frame * t)  # [C], padded with T*N
+        affinity = self._context_affinity(tokens, ids, context_index)  # [T*N, C]
         pool = ~salient.reshape(-1)  # tokens to absorb
-        same_segment = ids.repeat_interleave(n)[:, None] == ids[context_index // n][None, :]
-        normed = unit(tokens.flat_features)
-        affinity = (normed @ normed[context_index].T).masked_fill(~same_segment, float("-inf"))  # [T*N, C]
-        affinity[context_index, torch.arange(context_index.shape[0], device=device)] = float("inf")
-        has_context = pool & same_segment.any(1)
-        rep_of = torch.full((t * n,), -1, dtype=torch.long, device=device)
-        rep_of[salient.reshape(-1)] = flat[salient.reshape(-1)]
-        if context_index.numel() > 0:
-            rep_of[has_context] = context_index[affinity[has_context].argmax(1)]
-        weights = self._member_weights(rep_of, context_index)
+        flat = torch.arange(t * n, device=context.device)
+        rep_of = torch.where(salient.reshape(-1), flat, -1)
+        if context_index.shape[0] > 0:
+            has_context = pool & (affinity > float("-inf")).any(1)
+            rep_of = torch.where(has_context, context_index[affinity.argmax(1)], rep_of)
+        members = torch.zeros(t * n + 1, device=flat.device).index_add_(
+            0, torch.where(rep_of >= 0, rep_of, t * n), torch.ones(t * n, device=flat.device)
+        )[: t * n]  # per representative
+        weights = self._member_weights(rep_of, members, context)
 
-        grouping = group_by_representative(rep_of, weights)
-        sizes = torch.bincount(grouping.group[grouping.group >= 0], minlength=grouping.num_groups)
         if self.exact:
             attention = tokens.attention.reshape(-1)
             score = torch.where(salient.reshape(-1), rank01(attention), rank01(density.reshape(-1)))
-            grouping = reconcile(
-                grouping,
+            padded = pad_by_representative(rep_of, t * retain, weights)  # salient and context tokens: <= retain a frame
+            grouping = reconcile_padded(
+                padded,
                 tokens.flat_features,
                 n,
                 count,
-                group_priority(grouping, score),
-                release_candidates(grouping, attention),
+                padded_priority(padded, score),
+                padded_candidates(padded, attention),
             )
+        else:
+            grouping = group_by_representative(rep_of, weights)  # the native count: read back
         out = merge_tokens(tokens, grouping.group, grouping.representative, grouping.weights)
-        if self.dtm_assignment == "reference":
-            out = self._overlap_rows(tokens, out, ids, pool, context_index, rep_of, sizes)
+        if self.dtm_assignment == "reference" and context_index.shape[0] > 0:
+            out = self._overlap_rows(tokens, out, pool, context, context_index, affinity, members)
         return out
 
-    def _member_weights(self, rep_of: torch.Tensor, context_index: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def _context_affinity(tokens: VideoTokens, ids: torch.Tensor, context_index: torch.Tensor) -> torch.Tensor:
+        """``[T*N, C]`` cosine of every token to every context token of its segment (``-inf`` for other segments
+        and padding, ``inf`` for the token itself)."""
+        n = tokens.grid[1] * tokens.grid[2]
+        size = tokens.num_tokens
+        real = context_index < size
+        safe = context_index.clamp(max=size - 1)
+        segment = torch.where(real, ids[safe // n], -1)
+        normed = unit(tokens.flat_features)
+        affinity = (normed @ normed[safe].T).masked_fill(
+            ids.repeat_interleave(n, output_size=size)[:, None] != segment[None, :], float("-inf")
+        )
+        return affinity.masked_fill(torch.arange(size, device=safe.device)[:, None] == context_index[None, :], float("inf"))
+
+    def _member_weights(self, rep_of: torch.Tensor, members: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """Weights of ``w * context + (1 - w) * mean(members)``, ``w = max(1 / (n + 1), beta)``."""
-        members = torch.bincount(rep_of[rep_of >= 0], minlength=rep_of.shape[0]).float()  # per representative
         n_joined = members[rep_of.clamp(min=0)]
         w = torch.clamp(1.0 / (n_joined + 1.0), min=self.beta)
         weights = torch.where(rep_of >= 0, (1.0 - w) / n_joined.clamp(min=1), torch.zeros_like(w))
-        is_context = torch.zeros_like(rep_of, dtype=torch.bool)
-        is_context[context_index] = True
-        return weights + torch.where(is_context, w, torch.zeros_like(w))
+        return weights + torch.where(context, w, torch.zeros_like(w))
 
     def _overlap_rows(
         self,
         tokens: VideoTokens,
         out: CompressedTokens,
-        ids: torch.Tensor,
         pool: torch.Tensor,
+        context: torch.Tensor,
         context_index: torch.Tensor,
-        rep_of: torch.Tensor,
-        native_sizes: torch.Tensor,
+        affinity: torch.Tensor,
+        members: torch.Tensor,
     ) -> CompressedTokens:
-        """Rows of the reference's per-anchor-frame assignment, for context rows the reconcile left unchanged."""
+        """Rows of the reference's per-anchor-frame assignment, for context rows the reconcile left unchanged.
+
+        Each pool token joins, for every anchor frame of its segment, its most similar context token of that frame.
+        """
         n = tokens.grid[1] * tokens.grid[2]
-        normed = unit(tokens.flat_features)
+        size = tokens.num_tokens
         features = tokens.flat_features.float()
-        frame_of_context = context_index // n
-        values = torch.empty(context_index.shape[0], features.shape[1], device=features.device)
-        for frame in torch.unique(frame_of_context).tolist():
-            own = torch.nonzero(frame_of_context == frame).squeeze(1)
-            members = torch.nonzero(pool & (ids.repeat_interleave(n) == ids[frame])).squeeze(1)
-            affinity = normed[members] @ normed[context_index[own]].T
-            is_self = members[:, None] == context_index[own][None, :]
-            choice = affinity.masked_fill(is_self, float("inf")).argmax(1)
-            sums = torch.zeros(own.shape[0], features.shape[1], device=features.device)
-            sums.index_add_(0, choice, features[members])
-            joined = torch.bincount(choice, minlength=own.shape[0]).float()[:, None]
-            w = torch.clamp(1.0 / (joined + 1.0), min=self.beta)
-            values[own] = w * features[context_index[own]] + (1.0 - w) * sums / joined.clamp(min=1)
-        row = out.source[context_index]
-        out_sizes = torch.bincount(out.source[out.source >= 0], minlength=out.num_tokens)
-        native_group = torch.searchsorted(torch.unique(rep_of[rep_of >= 0]), context_index)
-        unchanged = (out.representatives[row] == context_index) & (out_sizes[row] == native_sizes[native_group])
-        merged = out.features.clone()
-        merged[row[unchanged]] = values[unchanged].to(merged.dtype)
+        joins = self._anchor_choices(affinity.masked_fill(~pool[:, None], float("-inf")), context_index // n, size // n)
+        joined = joins.sum(0, dtype=torch.float32)[:, None]
+        sums = joins.T.float() @ features
+        w = torch.clamp(1.0 / (joined + 1.0), min=self.beta)
+        values = w * features[context_index.clamp(max=size - 1)] + (1.0 - w) * sums / joined.clamp(min=1)
+        out_sizes = torch.zeros(out.num_tokens + 1, device=features.device).index_add_(
+            0, torch.where(out.source >= 0, out.source, out.num_tokens), torch.ones(size, device=features.device)
+        )[: out.num_tokens]
+        reps = out.representatives
+        unchanged = context[reps] & (out_sizes == members[reps])  # the row of a context token, as natively grouped
+        slot = (torch.cumsum(context, 0) - 1)[reps].clamp(min=0)
+        merged = torch.where(unchanged[:, None], values[slot].to(out.features.dtype), out.features)
         return CompressedTokens(
             features=merged, positions=out.positions, source=out.source, representatives=out.representatives
         )
+
+    @staticmethod
+    def _anchor_choices(affinity: torch.Tensor, frame_of: torch.Tensor, frames: int) -> torch.Tensor:
+        """``[M, C]`` bool: column ``c`` is the first maximum of row ``m`` among the columns of its frame
+        ``frame_of[c]`` (in ``0 .. frames``); entries at ``-inf`` are never chosen."""
+        rows, columns = affinity.shape
+        frame = frame_of[None, :].expand(rows, columns)
+        best = torch.full((rows, frames + 1), float("-inf"), device=affinity.device)
+        best = best.scatter_reduce(1, frame, affinity, reduce="amax")
+        is_best = (affinity == best.gather(1, frame)) & (affinity > float("-inf"))
+        column = torch.arange(columns, device=affinity.device).expand(rows, columns)
+        first = torch.full((rows, frames + 1), columns, dtype=torch.long, device=affinity.device)
+        first = first.scatter_reduce(1, frame, torch.where(is_best, column, columns), reduce="amin")
+        return is_best & (first.gather(1, frame) == column)

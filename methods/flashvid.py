@@ -10,18 +10,12 @@ import torch
 
 from vidcompress.assemble import merge_tokens
 from vidcompress.compressor import Compressor
+from vidcompress.kernels import calibrated_kcenter
 from vidcompress.llm_stage import LayerInputs, LayerReduction, keep_top_visual
 from vidcompress.ops.dpc_knn import dpc_knn
-from vidcompress.ops.reconcile import Grouping, group_by_representative, reconcile
-from vidcompress.ops.temporal import (
-    adjacent_similarity,
-    cuts_with_minimum,
-    frame_means,
-    segment_bounds,
-    segment_ids,
-    segment_means,
-    unit,
-)
+from vidcompress.ops.padded_groups import pad_by_representative, reconcile_padded
+from vidcompress.ops.reconcile import Grouping, group_by_representative
+from vidcompress.ops.temporal import adjacent_similarity, cuts_with_minimum, frame_means, segment_ids, segment_means, unit
 from vidcompress.registry import register_compressor
 from vidcompress.tokens import CompressedTokens, VideoTokens, check_retention
 
@@ -33,30 +27,11 @@ def calibrated_max_min(features: torch.Tensor, weight: torch.Tensor, count: int)
     """ADTS greedy selection, batched over frames: ``[T, N]`` selection order (``count`` and above: not selected).
 
     With ``D_ij = 1 - cos(f_i, f_j)`` and the column weight ``w_j``, the first token is
-    ``argmax_j min_{i != j} D_ij * w_j`` and each next one ``argmax_j min_{i in S} D_ij * w_j`` over unselected ``j``.
-    For ``w_j < 0`` the minimum of the products is ``w_j`` times the maximum distance, so a running minimum and
-    maximum of the distances to the selected set are enough. Ties go to the lower index.
+    ``argmax_j min_{i != j} D_ij * w_j`` and each next one ``argmax_j min_{i in S} D_ij * w_j`` over unselected ``j``
+    (:func:`~vidcompress.kernels.calibrated_kcenter`; one Triton launch on CUDA). Ties go to the lower index.
     """
-    t, n, _ = features.shape
     normed = unit(features)
-    distance = 1.0 - normed @ normed.transpose(1, 2)  # [T, N, N], symmetric
-    eye = torch.eye(n, dtype=torch.bool, device=features.device)
-    nearest = distance.masked_fill(eye, float("inf")).min(1).values
-    farthest = distance.masked_fill(eye, float("-inf")).max(1).values
-    order = torch.full((t, n), n, dtype=torch.long, device=features.device)
-    chosen = torch.zeros(t, n, dtype=torch.bool, device=features.device)
-    frames = torch.arange(t, device=features.device)
-    for step in range(count):
-        value = torch.where(weight >= 0, weight * nearest, weight * farthest).nan_to_num(nan=0.0)
-        pick = value.masked_fill(chosen, float("-inf")).argmax(1)
-        chosen[frames, pick] = True
-        order[frames, pick] = step
-        row = distance[frames, pick]  # [T, N] distances to the new token
-        if step == 0:
-            nearest, farthest = row, row
-        else:
-            nearest, farthest = torch.minimum(nearest, row), torch.maximum(farthest, row)
-    return order
+    return calibrated_kcenter(1.0 - normed @ normed.transpose(1, 2), weight, count)
 
 
 @register_compressor(
@@ -210,7 +185,8 @@ class FlashVID(Compressor):
         assert tokens.attention is not None
         weight = tokens.attention.float()
         if self.token_selection == "attn_div_v2":
-            segment_centre = segment_means(frame_means(tokens.features), ids)[ids]  # [T, D]
+            frames = ids.shape[0]  # at most one segment per frame
+            segment_centre = segment_means(frame_means(tokens.features), ids, frames)[ids]  # [T, D]
             weight = weight * torch.einsum("tnd,td->tn", tokens.features.float(), segment_centre)
         return weight
 
@@ -231,23 +207,29 @@ class FlashVID(Compressor):
         best, parent = similarity.masked_fill(blocked, -1.0).max(-1)
         best = torch.cat([torch.full((1, n), -1.0, device=device), best])  # frame 0 has no parent
         parent = torch.cat([torch.zeros(1, n, dtype=torch.long, device=device), parent])
-        child = torch.zeros(t, n, dtype=torch.bool, device=device)
-        for start, stop in segment_bounds(ids):
-            frames = stop - start
-            child[start:stop] = self._children(best[start:stop], frames * n - frames * budget)
+        child = self._children(best, ids, budget)
         flat = torch.arange(t * n, device=device).reshape(t, n)
         previous = (torch.arange(t, device=device)[:, None] - 1).clamp(min=0) * n
         return torch.where(child, previous + parent, flat)
 
-    def _children(self, best: torch.Tensor, most: int) -> torch.Tensor:
-        """Children of one segment: similarity ``> temporal_threshold``, or the lower-bound guard's threshold."""
+    def _children(self, best: torch.Tensor, ids: torch.Tensor, budget: int) -> torch.Tensor:
+        """``[T, N]`` children, per segment of ``F`` frames: similarity ``> temporal_threshold``; when that leaves
+        more than ``most = F * (N - budget)`` children, the lower-bound guard's ``> max(most-th largest, -1 + 1e-6)``
+        (none when ``most <= 0``). All segments at once."""
+        t, n = best.shape
+        lengths = torch.zeros(t, dtype=torch.long, device=best.device).index_add_(0, ids, torch.ones_like(ids))
+        first = (torch.cumsum(lengths, 0) - lengths)[ids]  # first frame of each frame's segment
+        most = lengths[ids] * (n - budget)  # [T], per frame: its segment's
         child = best > self.temporal_threshold
-        if int(child.sum()) <= most:
-            return child
-        if most <= 0:
-            return torch.zeros_like(child)
-        soft = float(torch.topk(best.reshape(-1), most).values[-1])
-        return best > max(soft, -1.0 + 1e-6)
+        children = torch.zeros(t, dtype=torch.long, device=best.device).index_add_(0, ids, child.sum(1))[ids]
+        # every segment's similarities in descending order, segment after segment (segments are runs of frames)
+        values = best.reshape(-1)
+        order = torch.sort(values, descending=True, stable=True).indices
+        segment_of = ids.repeat_interleave(n, output_size=t * n)
+        ranked = values[order[torch.sort(segment_of[order], stable=True).indices]]
+        soft = ranked[(first * n + most - 1).clamp(min=0, max=t * n - 1)]  # the most-th largest of the segment
+        guard = (best > torch.clamp(soft, min=-1.0 + 1e-6)[:, None]) & (most > 0)[:, None]
+        return torch.where((children > most)[:, None], guard, child)
 
     def compress(self, tokens: VideoTokens, count: int) -> CompressedTokens:
         t, n, _ = tokens.features.shape
@@ -260,38 +242,37 @@ class FlashVID(Compressor):
         flat = torch.arange(t * n, device=device)
         if merged == 0:  # the reference then drops every other token
             rep_of = torch.where(adts.reshape(-1), flat, torch.full_like(flat, -1))
-            grouping = group_by_representative(rep_of)
-            return self._finish(tokens, grouping, order, count, torch.ones(t * n, device=device))
+            return self._finish(tokens, rep_of, torch.ones(t * n, device=device), t * selected, order, count, None)
 
         parent = self._parents(tokens, adts, ids, selected + merged).reshape(-1)
-        root = parent.clone()
-        for _ in range(t):
-            nxt = parent[root]
-            if torch.equal(nxt, root):
-                break
-            root = nxt
+        root = parent
+        for _ in range(max(t - 2, 0).bit_length()):  # pointer jumping: chains are shorter than T
+            root = root[root]
         is_root = (parent == flat) & ~adts.reshape(-1)
         other = ~adts.reshape(-1)
         if self.tstm_mean == "reference":
-            direct = torch.bincount(parent[other & ~is_root], minlength=t * n).float()
-            divisor = 1.0 + direct
+            divisor = 1.0 + self._counts(parent, other & ~is_root)  # 1 + direct children
         else:
-            divisor = torch.bincount(root[other], minlength=t * n).float()
-        sums = torch.zeros_like(flat_features).index_add_(0, root[other], flat_features[other])
+            divisor = self._counts(root, other)  # tree size
+        sums = torch.zeros(t * n + 1, flat_features.shape[1], device=device)
+        sums = sums.index_add_(0, torch.where(other, root, t * n), flat_features)[: t * n]
         values = (sums / divisor.clamp(min=1)[:, None]).reshape(t, n, -1)
 
         centre_of = self._spatial_merge(values, is_root.reshape(t, n), ids, merged)
         rep_of = torch.where(adts.reshape(-1), flat, centre_of[root])
         weights = torch.where(adts.reshape(-1), 1.0, 1.0 / divisor[root].clamp(min=1))
-        grouping = group_by_representative(rep_of, weights)
-        # reference quirk: a row is (1 / roots) * sum over roots of tree_sum / divisor, i.e. the weighted member mean
-        # times (sum of weights / number of roots); 1 exactly for "subtree"
-        rows = grouping.group
-        weight_sum = torch.zeros(grouping.num_groups, device=device).index_add_(0, rows, weights)
         counted = (is_root | adts.reshape(-1)).float()
-        roots = torch.zeros(grouping.num_groups, device=device).index_add_(0, rows, counted)
-        magnitude = (weight_sum / roots)[rows]
-        return self._finish(tokens, grouping, order, count, magnitude)
+        # ADTS tokens, plus at most ceil(roots * S * F / segment roots) <= S + 1 centres a frame on average
+        max_groups = min(t * n, t * (selected + merged + 1))
+        return self._finish(tokens, rep_of, weights, max_groups, order, count, counted)
+
+    @staticmethod
+    def _counts(index: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``[M]`` float32 number of masked entries of ``index`` ``[M]`` pointing at each token."""
+        size = index.shape[0]
+        return torch.zeros(size + 1, device=index.device).index_add_(
+            0, torch.where(mask, index, size), torch.ones(size, device=index.device)
+        )[:size]
 
     def _spatial_merge(
         self, values: torch.Tensor, is_root: torch.Tensor, ids: torch.Tensor, merged: int
@@ -300,43 +281,66 @@ class FlashVID(Compressor):
         t, n, _ = values.shape
         device = values.device
         roots_per_frame = is_root.sum(1)
-        roots_per_segment = torch.zeros(int(ids.max()) + 1, dtype=torch.long, device=device).index_add_(
-            0, ids, roots_per_frame
-        )
-        lengths = torch.bincount(ids)
-        clusters = []
-        for frame, (roots, segment) in enumerate(zip(roots_per_frame.tolist(), ids.tolist())):
-            ratio = merged * int(lengths[segment]) / max(int(roots_per_segment[segment]), 1)
-            clusters.append(math.ceil(roots * ratio) if ratio < 1.0 else roots)
-        clusters = torch.tensor(clusters, device=device)
+        roots_per_segment = torch.zeros(t, dtype=torch.long, device=device).index_add_(0, ids, roots_per_frame)
+        lengths = torch.zeros(t, dtype=torch.long, device=device).index_add_(0, ids, torch.ones_like(ids))
+        # float64, as the reference's Python arithmetic: merged * F / max(segment roots, 1), then ceil(roots * ratio)
+        ratio = (merged * lengths[ids]).double() / roots_per_segment[ids].clamp(min=1).double()
+        clusters = torch.where(ratio < 1.0, torch.ceil(roots_per_frame.double() * ratio).long(), roots_per_frame)
         cluster_frames = clusters < roots_per_frame
         valid = is_root & cluster_frames[:, None]
-        _, assignment = dpc_knn(values, torch.where(cluster_frames, clusters, 0), clusters.clamp(min=1, max=7), valid)
+        _, assignment = dpc_knn(
+            values, torch.where(cluster_frames, clusters, 0), clusters.clamp(min=1, max=7), valid, max_k=7
+        )
         flat = torch.arange(t * n, device=device).reshape(t, n)
         centre = torch.where(valid, flat[:, :1] + assignment, flat)
         return centre.reshape(-1)
 
     def _finish(
-        self, tokens: VideoTokens, grouping: Grouping, order: torch.Tensor, count: int, magnitude: torch.Tensor
+        self,
+        tokens: VideoTokens,
+        rep_of: torch.Tensor,
+        weights: torch.Tensor,
+        max_groups: int,
+        order: torch.Tensor,
+        count: int,
+        counted: torch.Tensor | None,
     ) -> CompressedTokens:
-        """Reconcile to ``count`` rows (when exact), merge, and apply the reference tree-mean magnitude."""
+        """Group by representative, reconcile to ``count`` rows (when exact), merge, and apply the reference
+        tree-mean magnitude: a row is ``(1 / roots) * sum over its roots of tree_sum / divisor``, i.e. the weighted
+        member mean times ``sum of weights / roots`` (1 for ``"subtree"``; ``counted`` marks the roots and ADTS
+        tokens, ``None`` when every member counts)."""
         t, n, _ = tokens.features.shape
         if self.exact:
-            sizes = torch.bincount(grouping.group[grouping.group >= 0], minlength=grouping.num_groups).float()
-            selection = order.reshape(-1)[grouping.representative]
-            is_selected = selection < n
-            # merged rows fold first, smallest first; ADTS rows last, latest-selected first
-            priority = torch.where(is_selected, float(t * n) + (n - selection).float(), sizes)
-            grouping = reconcile(
-                grouping, tokens.flat_features, n, count, priority, torch.empty(0, dtype=torch.long)
+            padded = pad_by_representative(rep_of, max_groups, weights)
+            grouping = reconcile_padded(
+                padded, tokens.flat_features, n, count, self._fold_priority(padded.group, padded.representative, order)
             )
+            rows, slots = padded.group, max_groups
+        else:
+            grouping = group_by_representative(rep_of, weights)  # the native count: read back
+            rows, slots = grouping.group, grouping.num_groups
         out = merge_tokens(tokens, grouping.group, grouping.representative, grouping.weights)
-        if self.tstm_mean == "subtree":
+        if self.tstm_mean == "subtree" or counted is None:
             return out
-        member = out.source >= 0
+        member = (rows >= 0).float()
+        weight_sum = torch.zeros(slots, device=rows.device).index_add_(0, rows.clamp(min=0), weights * member)
+        roots = torch.zeros(slots, device=rows.device).index_add_(0, rows.clamp(min=0), counted * member)
+        magnitude = (weight_sum / roots)[rows.clamp(min=0)]
         row = out.source.clamp(min=0)
-        weights = grouping.weights * member
+        weights = grouping.weights * (out.source >= 0)
         scale = torch.zeros(out.num_tokens, device=row.device).index_add_(0, row, weights * magnitude)
         scale = scale / torch.zeros(out.num_tokens, device=row.device).index_add_(0, row, weights)
         features = (out.features.float() * scale[:, None]).to(out.features.dtype)
         return dataclasses.replace(out, features=features)
+
+    @staticmethod
+    def _fold_priority(group: torch.Tensor, representative: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+        """Per slot: merged rows fold first, smallest first; ADTS rows last, latest-selected first; padding never."""
+        t, n = order.shape
+        sizes = torch.zeros(representative.shape[0], device=group.device).index_add_(
+            0, group.clamp(min=0), (group >= 0).float()
+        )
+        occupied = representative < t * n
+        selection = order.reshape(-1)[representative.clamp(max=t * n - 1)]
+        priority = torch.where(selection < n, float(t * n) + (n - selection).float(), sizes)
+        return torch.where(occupied, priority, torch.inf)

@@ -26,6 +26,7 @@ from vidcompress.kernels import (  # noqa: E402
     aligned_above,
     aligned_cosine,
     best_match,
+    calibrated_kcenter,
     diversity_partition,
     greedy_kcenter,
     greedy_mmr,
@@ -495,3 +496,46 @@ def test_refine_runs_triton_agrees(labels: list[int]) -> None:
     """The PyTorch path is checked against PruneVid's host loop in ``test_sync_free_rewrites``."""
     tensor = torch.tensor(labels)
     assert torch.equal(refine_runs(tensor, use_triton=True), refine_runs(tensor, use_triton=False))
+# ---------------------------------------------------------------------------------------------- calibrated k-center
+
+
+def _calibrated_oracle(distance: torch.Tensor, weight: torch.Tensor, count: int) -> torch.Tensor:
+    """One frame at a time, one pick at a time, straight from the definition (products of every pair)."""
+    frames, n, _ = distance.shape
+    order = torch.full((frames, n), n, dtype=torch.long)
+    for frame in range(frames):
+        selected: list[int] = []
+        for step in range(count):
+            best, pick = float("-inf"), -1
+            for j in range(n):
+                if j in selected:
+                    continue
+                pool = [i for i in range(n) if i != j] if not selected else selected
+                products = [float(distance[frame, i, j] * weight[frame, j]) for i in pool]
+                value = min(products) if products else 0.0
+                if value > best or pick < 0:
+                    best, pick = value, j
+            selected.append(pick)
+            order[frame, pick] = step
+    return order
+
+
+@pytest.mark.parametrize("use_triton", [False, True])
+@pytest.mark.parametrize("seed", range(4))
+def test_calibrated_kcenter_matches_the_definition(use_triton: bool, seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    frames, n = 3, 7
+    x = torch.randint(-1, 2, (frames, n, 4), generator=generator).float()  # duplicated tokens: exact ties
+    normed = torch.nn.functional.normalize(x, dim=-1)
+    distance = 1.0 - normed @ normed.transpose(1, 2)
+    weight = torch.randint(-2, 3, (frames, n), generator=generator).float()  # signed, zeros included
+    for count in (0, 1, 4, n):
+        expected = _calibrated_oracle(distance, weight, count)
+        assert torch.equal(calibrated_kcenter(distance, weight, count, use_triton=use_triton), expected)
+
+
+@pytest.mark.parametrize("use_triton", [False, True])
+def test_calibrated_kcenter_one_token_frames(use_triton: bool) -> None:
+    distance = torch.zeros(2, 1, 1)
+    order = calibrated_kcenter(distance, torch.tensor([[0.0], [-1.0]]), 1, use_triton=use_triton)
+    assert order.tolist() == [[0], [0]]

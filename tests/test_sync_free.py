@@ -35,8 +35,6 @@ SYNC_OPS = {
     "bincount",
     "equal",
 }
-#: Token-stage methods that still synchronise (issue 5 follow-ups; their files belong to other work streams).
-KNOWN_SYNCING = {"fastvid", "flashvid"}
 GRID = (4, 4, 4)
 RETENTIONS = (0.1, 0.25, 0.5)
 
@@ -116,24 +114,10 @@ def test_guard_catches_each_kind_of_sync() -> None:
         torch.clamp(mask.sum(), min=2)
 
 
-def test_known_exceptions_are_token_methods() -> None:
-    assert KNOWN_SYNCING <= set(token_methods())
-
-
-@pytest.mark.parametrize("name", sorted(set(token_methods()) - KNOWN_SYNCING))
+@pytest.mark.parametrize("name", token_methods())
 @pytest.mark.parametrize("retention", RETENTIONS)
 def test_method_is_sync_free(name: str, retention: float) -> None:
     assert _runs_without_sync(name, retention), f"{name} synchronises with the host at retention {retention}"
-
-
-@pytest.mark.parametrize("name", sorted(KNOWN_SYNCING))
-def test_known_exception_still_syncs(name: str) -> None:
-    """When a listed method becomes sync-free, this fails: move it out of ``KNOWN_SYNCING``."""
-    try:
-        syncs = not _runs_without_sync(name, 0.5)
-    except ValueError:  # a method whose defaults refuse this small input cannot be checked here
-        syncs = True
-    assert syncs, f"{name} no longer synchronises: remove it from KNOWN_SYNCING"
 
 
 def test_group_by_representative_with_known_count_is_sync_free_and_equal() -> None:

@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 from test_sync_free import SyncGuard
 
 from vidcompress import VideoTokens, get_compressor, target_count
+from vidcompress.assemble import merge_tokens
+from vidcompress.methods.fastvid import FastVID, anchor_context_counts
 from vidcompress.methods.holitom import static_windows
 from vidcompress.methods.prunevid import contiguous_segments
 from vidcompress.methods.uniform import frame_budgets
@@ -20,8 +22,15 @@ from vidcompress.ops.budgets import picks_to_flat, proportional_budgets
 from vidcompress.ops.dpc_knn import rank_desc
 from vidcompress.ops.greedy import farthest_point_select, mmr_select
 from vidcompress.ops.reconcile import group_by_representative, group_priority, reconcile, release_candidates
+from vidcompress.ops.padded_groups import (
+    pad_by_representative,
+    padded_candidates,
+    padded_priority,
+    reconcile_padded,
+    true_indices,
+)
 from vidcompress.ops.similarity import minmax
-from vidcompress.ops.temporal import cuts_with_minimum, segment_bounds, smallest_first
+from vidcompress.ops.temporal import cuts_with_minimum, segment_bounds, segment_ids, smallest_first
 
 FAST = settings(max_examples=25, deadline=None)
 
@@ -240,3 +249,108 @@ def test_reconcile_of_a_padded_grouping_equals_the_exact_one(tokens: int, groups
         out = reconcile(padded, features, 3, count, group_priority(padded, score), release_candidates(padded, score))
     expected = reconcile(exact, features, 3, count, group_priority(exact, score), release_candidates(exact, score))
     assert torch.equal(out.group, expected.group) and torch.equal(out.representative, expected.representative)
+# -- FastVID / FlashVID: per-segment and per-frame loops replaced by batched, padded forms --------------------------
+def _random_ids(generator: torch.Generator, frames: int) -> torch.Tensor:
+    return segment_ids(torch.rand(max(frames - 1, 0), generator=generator) < 0.4)
+
+
+def _anchor_counts_oracle(ids: torch.Tensor, per_frame: int, interval: int) -> list[int]:
+    counts = []
+    for start, stop in segment_bounds(ids):
+        length = stop - start
+        share = per_frame * length // math.ceil(length / interval)
+        counts += [share if (length - 1 - i) % interval == 0 else 0 for i in range(length)]
+    return counts
+
+
+@given(frames=st.integers(1, 20), per_frame=st.integers(0, 9), interval=st.integers(1, 6), seed=st.integers(0, 10_000))
+@FAST
+def test_fastvid_anchor_counts_match_the_segment_loop(frames: int, per_frame: int, interval: int, seed: int) -> None:
+    ids = _random_ids(torch.Generator().manual_seed(seed), frames)
+    expected = _anchor_counts_oracle(ids, per_frame, interval)
+    assert anchor_context_counts(ids, per_frame, interval).tolist() == expected
+
+
+def _anchor_choices_oracle(affinity: torch.Tensor, frame_of: torch.Tensor) -> torch.Tensor:
+    chosen = torch.zeros_like(affinity, dtype=torch.bool)
+    for frame in torch.unique(frame_of).tolist():
+        columns = torch.nonzero(frame_of == frame).squeeze(1)
+        block = affinity[:, columns]
+        pick = block.argmax(1)
+        rows = torch.nonzero(block.amax(1) > float("-inf")).squeeze(1)
+        chosen[rows, columns[pick[rows]]] = True
+    return chosen
+
+
+@given(rows=st.integers(1, 12), frames=st.integers(1, 5), columns=st.integers(1, 12), seed=st.integers(0, 10_000))
+@FAST
+def test_fastvid_anchor_choices_take_the_first_maximum_of_each_frame(rows: int, frames: int, columns: int,
+                                                                      seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    frame_of = torch.sort(torch.randint(0, frames + 1, (columns,), generator=generator)).values  # frames: padding
+    affinity = torch.randint(0, 3, (rows, columns), generator=generator).float()  # many ties
+    affinity = affinity.masked_fill(torch.rand(rows, columns, generator=generator) < 0.3, float("-inf"))
+    affinity = affinity.masked_fill(torch.rand(rows, columns, generator=generator) < 0.1, float("inf"))
+    assert torch.equal(FastVID._anchor_choices(affinity, frame_of, frames), _anchor_choices_oracle(affinity, frame_of))
+
+
+def _children_oracle(best: torch.Tensor, ids: torch.Tensor, budget: int, threshold: float) -> torch.Tensor:
+    n = best.shape[1]
+    child = torch.zeros_like(best, dtype=torch.bool)
+    for start, stop in segment_bounds(ids):
+        part = best[start:stop]
+        most = (stop - start) * (n - budget)
+        above = part > threshold
+        if int(above.sum()) > most:
+            if most <= 0:
+                above = torch.zeros_like(above)
+            else:
+                soft = float(torch.topk(part.reshape(-1), most).values[-1])
+                above = part > max(soft, -1.0 + 1e-6)
+        child[start:stop] = above
+    return child
+
+
+@given(frames=st.integers(1, 10), n=st.integers(1, 9), budget=st.integers(1, 9), threshold=st.sampled_from([-0.5, 0.0, 0.5]),
+       seed=st.integers(0, 10_000))
+@FAST
+def test_flashvid_children_match_the_per_segment_guard(frames: int, n: int, budget: int, threshold: float,
+                                                       seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    ids = _random_ids(generator, frames)
+    best = torch.randint(-2, 3, (frames, n), generator=generator).float() / 2  # ties, and -1 (no parent)
+    compressor = get_compressor("flashvid", temporal_threshold=threshold)
+    expected = _children_oracle(best, ids, min(budget, n), threshold)
+    assert torch.equal(compressor._children(best, ids, min(budget, n)), expected)
+
+
+@given(size=st.integers(1, 30), reps=st.integers(1, 30), count=st.integers(1, 30), seed=st.integers(0, 10_000))
+@FAST
+def test_padded_reconcile_matches_reconcile(size: int, reps: int, count: int, seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    count = min(count, size)
+    representatives = torch.randperm(size, generator=generator)[: min(reps, size)]
+    rep_of = representatives[torch.randint(0, representatives.shape[0], (size,), generator=generator)]
+    rep_of[representatives] = representatives
+    rep_of = torch.where(torch.rand(size, generator=generator) < 0.2, -1, rep_of)
+    rep_of[representatives] = representatives
+    weights = torch.rand(size, generator=generator)
+    features = torch.randint(-1, 2, (size, 3), generator=generator).float()
+    score = torch.randint(0, 4, (size,), generator=generator).float()  # ties
+    frame_size = int(torch.randint(1, size + 1, (1,), generator=generator))
+    plain = group_by_representative(rep_of, weights)
+    expected = reconcile(plain, features, frame_size, count, group_priority(plain, score),
+                         release_candidates(plain, score))
+    padded = pad_by_representative(rep_of, size, weights)
+    assert torch.equal(padded.representative[: plain.num_groups], plain.representative)
+    assert torch.equal(padded.group, plain.group)
+    assert torch.equal(true_indices(padded.occupied, size)[: plain.num_groups], torch.arange(plain.num_groups))
+    got = reconcile_padded(padded, features, frame_size, count, padded_priority(padded, score),
+                           padded_candidates(padded, score))
+    out, ref = (merge_tokens(_flat_tokens(features), g.group, g.representative, g.weights) for g in (got, expected))
+    assert torch.equal(out.source, ref.source) and torch.equal(out.representatives, ref.representatives)
+    torch.testing.assert_close(out.features, ref.features)
+
+
+def _flat_tokens(features: torch.Tensor) -> VideoTokens:
+    return VideoTokens(features=features[None], grid=(1, 1, features.shape[0]))

@@ -7,7 +7,8 @@ host (except the optional ``validate`` checks), and accumulates in float32 whate
 
 * :mod:`.segment_mean` — merge tokens into ``K`` groups (sorted segment reduction, no atomics).
 * :mod:`.adjacent_similarity` — cosine between frames: position-aligned, thresholded, and best match.
-* :mod:`.greedy` — per-frame greedy k-center and MMR selection, all frames in one launch.
+* :mod:`.greedy` — per-frame greedy k-center (plain and FlashVID's signed calibration) and MMR selection, all
+  frames in one launch.
 * :mod:`.partition` — VisPruner's even/odd diversity partition (FlashVLM), every round of every frame in one launch.
 * :mod:`.runs` — PruneVid's refinement of frame labels into contiguous segments, every step in one launch.
 * :mod:`.sinkhorn` — Sinkhorn scalings of a batch of OT problems (AOT), every iteration in one launch, stop on device.
@@ -15,7 +16,7 @@ host (except the optional ``validate`` checks), and accumulates in float32 whate
 
 from ._dispatch import DISABLE_ENV, resolve_use_triton, triton_available
 from .adjacent_similarity import BestMatch, aligned_above, aligned_cosine, best_match
-from .greedy import MAX_TOKENS, GreedySelection, frame_cosine, greedy_kcenter, greedy_mmr
+from .greedy import MAX_TOKENS, GreedySelection, calibrated_kcenter, frame_cosine, greedy_kcenter, greedy_mmr
 from .partition import diversity_partition
 from .runs import refine_runs
 from .segment_mean import segment_mean, segment_mean_csr, segment_offsets
@@ -29,6 +30,7 @@ __all__ = [
     "aligned_above",
     "aligned_cosine",
     "best_match",
+    "calibrated_kcenter",
     "diversity_partition",
     "frame_cosine",
     "greedy_kcenter",

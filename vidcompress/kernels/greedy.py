@@ -32,6 +32,7 @@ from ._dispatch import resolve_use_triton
 
 __all__ = [
     "MAX_TOKENS",
+    "calibrated_kcenter",
     "GreedySelection",
     "frame_cosine",
     "greedy_kcenter",
@@ -288,3 +289,40 @@ def greedy_mmr(
     order = torch.empty(x.shape[0], max_budget, dtype=torch.long, device=x.device) if out is None else out.order
     launch_mmr(similarity.contiguous(), importance, budgets, float(mmr_lambda), order)
     return _finish(order, x.shape[1], out)
+
+
+def calibrated_kcenter(
+    distance: torch.Tensor, weight: torch.Tensor, count: int, *, use_triton: bool | None = None
+) -> torch.Tensor:
+    """FlashVID's ADTS max-min with signed column weights, ``count`` picks in every frame (all frames at once).
+
+    With the distance ``D`` ``[T, N, N]`` (float32, symmetric) and weight ``w`` ``[T, N]``, the first pick is
+    ``argmax_j min_{i != j} D_ij * w_j`` and each next one ``argmax_j min_{i in S} D_ij * w_j`` over unselected ``j``;
+    for ``w_j < 0`` the minimum of the products is ``w_j`` times the maximum distance. Products go through
+    ``nan_to_num(nan=0)``; ties go to the lower index. Returns the ``[T, N]`` int64 selection order, ``N`` for
+    tokens not selected. The Triton path runs every step of a frame in one program; the PyTorch path loops over the
+    ``count`` steps, batched over frames.
+    """
+    frames, num_tokens, _ = distance.shape
+    eye = torch.eye(num_tokens, dtype=torch.bool, device=distance.device)
+    nearest = distance.masked_fill(eye, float("inf")).amin(1)
+    farthest = distance.masked_fill(eye, float("-inf")).amax(1)
+    weight = weight.float()
+    if count > 0 and resolve_use_triton(distance, use_triton):
+        from ._triton.greedy import launch_calibrated
+
+        return launch_calibrated(distance.contiguous(), nearest, farthest, weight.contiguous(), count)
+    order = torch.full((frames, num_tokens), num_tokens, dtype=torch.long, device=distance.device)
+    chosen = torch.zeros(frames, num_tokens, dtype=torch.bool, device=distance.device)
+    rows = torch.arange(frames, device=distance.device)
+    for step in range(count):
+        value = torch.where(weight >= 0, weight * nearest, weight * farthest).nan_to_num(nan=0.0)
+        pick = value.masked_fill(chosen, float("-inf")).argmax(1)
+        chosen[rows, pick] = True
+        order[rows, pick] = step
+        row = distance[rows, pick]  # [T, N] distances to the new token
+        if step == 0:
+            nearest, farthest = row, row
+        else:
+            nearest, farthest = torch.minimum(nearest, row), torch.maximum(farthest, row)
+    return order

@@ -56,7 +56,7 @@ class DensityPeaks:
 
 
 def density_peaks(
-    x: torch.Tensor, k: PerRow, valid: torch.Tensor | None = None, max_k: int | None = None
+    x: torch.Tensor, k: PerRow, valid: torch.Tensor | None = None, *, max_k: int | None = None
 ) -> DensityPeaks:
     """Density ``rho`` and centre score ``rho * delta`` of every token of ``x`` ``[B, n, D]``.
 
@@ -66,21 +66,21 @@ def density_peaks(
             synchronisation; a tensor is read back for its check and maximum); clipped to the number of valid tokens
             of the row.
         valid: optional ``[B, n]`` bool mask of the tokens that take part; the others are ignored.
-        max_k: host upper bound of a tensor ``k`` whose values the caller guarantees to be ``>= 1``: then ``k`` is
-            neither read back nor checked.
+        max_k: a host upper bound of a tensor ``k``: then ``k`` is neither read back nor checked (every entry must
+            be at least 1).
     """
     rows, n, _ = x.shape
     device = x.device
     valid = torch.ones(rows, n, dtype=torch.bool, device=device) if valid is None else valid.to(device)
     k, k_host = _per_row(k, rows, device)
-    if k_host is None and max_k is None:
-        k_host = tuple(k.tolist())  # host sync; pass host ints (or max_k) on the hot path
-    if k_host is not None and min(k_host, default=1) < 1:
+    if k_host is None:
+        k_host = (max_k,) if max_k is not None else tuple(k.tolist())  # host sync without max_k
+    if min(k_host, default=1) < 1:
         raise ValueError(f"DPC-kNN needs k >= 1 neighbours, got {list(k_host)}")
     pair_valid = valid[:, :, None] & valid[:, None, :]
     distances = pairwise_distances(x)
     knn_dist = distances.masked_fill(~pair_valid, float("inf"))
-    k_max = min(max(k_host, default=1) if k_host is not None else max_k, n)
+    k_max = min(max(k_host, default=1), n)
     nearest = torch.topk(knn_dist, k_max, dim=-1, largest=False).values  # [B, n, k_max]
     k_row = torch.minimum(k, valid.sum(-1).clamp(min=1))
     use = (torch.arange(k_max, device=device)[None, None, :] < k_row[:, None, None]) & torch.isfinite(nearest)
@@ -117,13 +117,15 @@ def dpc_knn(
     num_clusters: PerRow,
     k: PerRow,
     valid: torch.Tensor | None = None,
+    *,
     max_k: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Cluster each row of ``x`` ``[B, n, D]`` into ``num_clusters`` (int or one per row) density-peak clusters.
 
     Sync-free when ``num_clusters`` and ``k`` are host ints and ``valid`` is ``None``; tensors (or a ``valid`` mask)
-    are read back to the host once to check that every count lies in ``[0, valid tokens]``, unless ``max_k`` is
-    given: the caller then guarantees the counts and that ``1 <= k <= max_k``, and nothing is read back.
+    are read back to the host once to check that every count lies in ``[0, valid tokens]``, unless ``max_k`` (a host
+    upper bound of a tensor ``k``) is given: then nothing is read back or checked, and the caller guarantees
+    ``0 <= num_clusters <= valid tokens`` and ``k >= 1``.
 
     Returns:
         ``(centre, assignment)``: ``centre`` ``[B, n]`` bool marks the cluster centres; ``assignment`` ``[B, n]`` long
@@ -139,7 +141,7 @@ def dpc_knn(
         _check_cluster_counts(clusters.tolist(), valid.sum(-1).tolist())  # host sync
     elif clusters_host is not None:
         _check_cluster_counts(clusters_host, [n] * rows)
-    peaks = density_peaks(x, k, valid, max_k)
+    peaks = density_peaks(x, k, valid, max_k=max_k)
     centre = (rank_desc(peaks.score) < clusters[:, None]) & valid
     to_centre = peaks.distances.masked_fill(~centre[:, None, :], float("inf"))
     assignment = to_centre.argmin(-1)

@@ -13,7 +13,7 @@ import triton.language as tl
 
 from ..greedy import MAX_TOKENS
 
-__all__ = ["launch_kcenter", "launch_mmr"]
+__all__ = ["launch_kcenter", "launch_mmr", "launch_calibrated"]
 
 
 @triton.jit
@@ -52,6 +52,41 @@ def _kcenter_kernel(
     slots = tl.arange(0, BLOCK_K)
     padding = (slots >= budget) & (slots < max_budget)
     tl.store(order_ptr + frame * max_budget + slots, tl.full([BLOCK_K], -1, tl.int64), mask=padding)
+
+
+@triton.jit
+def _calibrated_kernel(
+    dist_ptr,
+    nearest_ptr,
+    farthest_ptr,
+    weight_ptr,
+    order_ptr,
+    num_tokens,
+    count,
+    BLOCK_N: tl.constexpr,
+):
+    frame = tl.program_id(0).to(tl.int64)
+    cols = tl.arange(0, BLOCK_N)
+    valid = cols < num_tokens
+    matrix = dist_ptr + frame * num_tokens * num_tokens
+    row = frame * num_tokens + cols
+    weight = tl.load(weight_ptr + row, mask=valid, other=0.0)
+    nearest = tl.load(nearest_ptr + row, mask=valid, other=0.0)
+    farthest = tl.load(farthest_ptr + row, mask=valid, other=0.0)
+    big = 3.4028234663852886e38  # torch.nan_to_num's replacement of +-inf in float32
+    chosen = ~valid
+    order = tl.full([BLOCK_N], num_tokens, dtype=tl.int64)
+    for step in range(0, count):
+        value = tl.where(weight >= 0, weight * nearest, weight * farthest)
+        value = tl.where(value != value, 0.0, tl.minimum(tl.maximum(value, -big), big))
+        value = tl.where(chosen, float("-inf"), value)
+        pick = tl.argmax(value, axis=0, tie_break_left=True)
+        chosen = chosen | (cols == pick)
+        order = tl.where(cols == pick, step, order)
+        distance = tl.load(matrix + pick * num_tokens + cols, mask=valid, other=0.0)
+        nearest = tl.where(step == 0, distance, tl.minimum(nearest, distance))
+        farthest = tl.where(step == 0, distance, tl.maximum(farthest, distance))
+    tl.store(order_ptr + row, order, mask=valid)
 
 
 @triton.jit
@@ -151,5 +186,19 @@ def launch_mmr(
         BLOCK_N=block_n,
         BLOCK_K=block_k,
         num_warps=num_warps,
+    )
+    return order
+
+
+def launch_calibrated(
+    distance: torch.Tensor, nearest: torch.Tensor, farthest: torch.Tensor, weight: torch.Tensor, count: int
+) -> torch.Tensor:
+    """``[T, N]`` int64 selection order (``N`` for unselected) of FlashVID's signed calibrated max-min, from
+    contiguous float32 ``distance`` ``[T, N, N]`` and the seed statistics / weights ``[T, N]``."""
+    frames, num_tokens, _ = distance.shape
+    order = torch.empty(frames, num_tokens, dtype=torch.long, device=distance.device)
+    block_n, _, num_warps = _blocks(num_tokens, 1)
+    _calibrated_kernel[(frames,)](
+        distance, nearest, farthest, weight, order, num_tokens, count, BLOCK_N=block_n, num_warps=num_warps
     )
     return order
