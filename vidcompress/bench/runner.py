@@ -28,6 +28,7 @@ from vidcompress.synthetic import moving_square_video, write_video
 
 from .measure import BENCH_QUESTION, IDEAL, PreparedVideo, compressor_for, stage_summary, time_run, token_counts, ttft
 from .paired import TIME_BUDGET_SKIP, Outcome, failure_status, interleave, paired_ratio
+from .measure import Settings
 from .plans import Case, comparisons
 from .slot import ModelSlot
 
@@ -120,7 +121,9 @@ def run_plan(
                 soft = None if left is None else clock() + left * _share(groups[number:])
                 head = group[0]
                 progress(f"{head.model} F={head.frames}: {len(pending)} configurations, {head.settings}")
-                rows.update(_measure_comparison(slot, pending, video, result, prepare_repeats, soft, hard_deadline, progress))
+                rows.update(_measure_comparison(
+                    slot, pending, video, result, prepare_repeats, soft, hard_deadline, clock, progress
+                ))
             for case in group:
                 row = rows[case]
                 if row["status"] == "oom" or row["status"].startswith("error"):
@@ -136,9 +139,14 @@ def run_plan(
 
 
 def _share(groups: list[list[Case]]) -> float:
-    """The first comparison's share of the time left: its frames x configurations x rounds over all of them."""
-    sizes = [group[0].frames * len(group) * (group[0].settings.warmup + group[0].settings.runs) for group in groups]
+    """The first comparison's share of the time left: its frames x configurations x runs over all of them."""
+    sizes = [group[0].frames * len(group) * _runs(group[0].settings) for group in groups]
     return sizes[0] / sum(sizes)
+
+
+def _runs(settings: Settings) -> int:
+    """Runs per configuration (a decode run counted as one)."""
+    return settings.warmup + settings.runs + (settings.decode_runs if settings.decode_tokens else 0)
 
 
 def _measure_comparison(
@@ -149,6 +157,7 @@ def _measure_comparison(
     repeats: int,
     soft_deadline: float | None,
     hard_deadline: float | None,
+    clock: Callable[[], float],
     progress: Callable[[str], None],
 ) -> dict[Case, dict[str, Any]]:
     """Time ``cases`` (one model and frame count) interleaved; one result row per case."""
@@ -189,9 +198,10 @@ def _measure_comparison(
         soft_deadline=soft_deadline,
         hard_deadline=hard_deadline,
         release=slot.free,
+        clock=clock,
         progress=progress,
     )
-    per_token = _decode_runs(run, outcomes, settings.decode_tokens, settings.decode_runs, slot.free)
+    per_token = _decode_runs(run, outcomes, settings.decode_tokens, settings.decode_runs, slot.free, hard_deadline, clock)
     return _rows(cases, outcomes, counts, peaks, per_token, prepared)
 
 
@@ -201,11 +211,13 @@ def _decode_runs(
     tokens: int,
     runs: int,
     release: Callable[[], None],
+    hard_deadline: float | None,
+    clock: Callable[[], float],
 ) -> dict[Case, list[float]]:
-    """Decode ms per token of each case that ran; a failure here sets the case's status."""
+    """Decode ms per token of each case that ran, until ``hard_deadline``; a failure here sets the case's status."""
     per_token: dict[Case, list[float]] = {}
     for case, outcome in outcomes.items():
-        if outcome.status != "ok" or tokens == 0:
+        if outcome.status != "ok" or tokens == 0 or (hard_deadline is not None and clock() > hard_deadline):
             continue
         failure = None
         try:
