@@ -17,6 +17,7 @@ import torch
 from transformers import LogitsProcessorList, PreTrainedModel, ProcessorMixin
 
 from .compressor import Compressor, Pipeline
+from .models.vision_attention import VISION_ATTENTION_CHOICES, set_vision_attention
 from .frame_stage import FrameSelection, complete_groups, resize_frames
 from .registry import get_compressor
 from .timing import FirstTokenClock, StageTimer
@@ -276,6 +277,7 @@ def wrap(
     dtype: Any = "auto",
     attn_implementation: str | None = None,
     rope_compat: str = "reference",
+    vision_attention: str = "stock",
     **params: Any,
 ) -> VideoLLM:
     """Wrap a video LLM with the compressor ``method`` at ``retention``.
@@ -289,9 +291,14 @@ def wrap(
         device, dtype, attn_implementation: passed on when loading from a hub id or path.
         rope_compat: Qwen2.5-VL text-after-video positions, ``"reference"`` or ``"hf"`` (see
             :mod:`vidcompress.positions`).
+        vision_attention: ``"stock"`` (the model's vision attention as loaded) or ``"batched"``: Qwen2.5-VL's
+            windowed ViT runs all windows of a block in one batched sdpa call instead of a Python loop, with the
+            same result (:mod:`vidcompress.models.vision_attention`; no effect on LLaVA-OneVision).
         **params: the method's own parameters.
     """
     compressor = get_compressor(method, retention=retention, **params)
+    if vision_attention not in VISION_ATTENTION_CHOICES:
+        raise ValueError(f"vision_attention must be one of {', '.join(VISION_ATTENTION_CHOICES)}, got {vision_attention!r}")
     random_weights = False
     if isinstance(model, str):
         from .models.tiny import TINY_MODELS
@@ -312,4 +319,5 @@ def wrap(
         if not source:
             raise ValueError("pass processor= with a model object that has no name_or_path")
         processor = AutoProcessor.from_pretrained(source)
+    set_vision_attention(model, vision_attention)
     return VideoLLM(model, processor, compressor, rope_compat=rope_compat, random_weights=random_weights)

@@ -1,7 +1,7 @@
-"""Time one (model, frames, method, retention) configuration through the project's adapter, stage by stage.
+"""Time one pass of a (model, frames, method, retention) configuration through the project's adapter, stage by stage.
 
 Protocol (``anchors.md`` §5): batch 1, fixed frames and resolution, ``warmup`` untimed runs, then the median of
-``runs`` timed runs. On a GPU every stage boundary is a CUDA event on the current stream (the host is synchronised
+``runs`` timed runs, interleaved with the other configurations of the same comparison (:mod:`.paired`). On a GPU every stage boundary is a CUDA event on the current stream (the host is synchronised
 only before a run and after it); on a CPU the same boundaries read ``time.perf_counter``. Stages:
 
 * ``decode_video`` (CPU): decoding the sampled frames from the file; ``preprocess`` (CPU): the processor (resize,
@@ -41,7 +41,19 @@ from vidcompress.video import VideoClip, load_video, sample_indices
 
 from .flops import prefill_flops, text_dims, vision_flops
 
-__all__ = ["IDEAL", "BENCH_QUESTION", "Settings", "PreparedVideo", "prepare_video", "measure_case", "is_oom"]
+__all__ = [
+    "IDEAL",
+    "STAGES",
+    "BENCH_QUESTION",
+    "Settings",
+    "PreparedVideo",
+    "prepare_video",
+    "compressor_for",
+    "time_run",
+    "token_counts",
+    "stage_summary",
+    "ttft",
+]
 
 IDEAL = "ideal"
 STAGES = ("vision_encoder", "compression", "splice", "prefill")
@@ -57,7 +69,8 @@ BENCH_QUESTION = (
 
 @dataclass(frozen=True)
 class Settings:
-    """Repetitions of one configuration."""
+    """Repetitions of one comparison: ``warmup`` untimed and ``runs`` timed rounds (every configuration once per
+    round), then ``decode_runs`` decode runs per configuration."""
 
     warmup: int = 3
     runs: int = 10
@@ -121,11 +134,6 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def is_oom(error: BaseException) -> bool:
-    """Whether ``error`` is a GPU (or host) out-of-memory error."""
-    return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
-
-
 def _opencv_clip(path: Path, frames: int) -> VideoClip:
     """Decode the sampled frames with OpenCV (used where decord is not installed)."""
     import cv2
@@ -171,11 +179,12 @@ def prepare_video(vlm: VideoLLM, path: Path, frames: int, question: str, repeats
     )
 
 
-def _compressor(method: str, retention: float) -> Compressor | Pipeline:
+def compressor_for(method: str, retention: float) -> Compressor | Pipeline:
+    """The compressor timed for ``method`` (the ideal times ``uniform``'s output, chosen outside the timed region)."""
     return get_compressor("uniform" if method == IDEAL else method, retention=retention)
 
 
-def _run(
+def time_run(
     vlm: VideoLLM, prepared: PreparedVideo, question: str, ideal: bool, new_tokens: int
 ) -> tuple[dict[str, float], dict[str, Any]]:
     """One pass: encoder → compressor → splice → ``generate(new_tokens)``; stage ms and what the pass produced."""
@@ -221,7 +230,8 @@ def _median(values: list[float]) -> float:
     return round(statistics.median(values), 3)
 
 
-def _token_counts(vlm: VideoLLM, produced: dict[str, Any], retention: float) -> dict[str, Any]:
+def token_counts(vlm: VideoLLM, produced: dict[str, Any], retention: float) -> dict[str, Any]:
+    """Token counts and FLOPs of one pass (``produced`` by :func:`time_run`) as row fields."""
     tokens, out, report = produced["tokens"], produced["out"], produced["report"]
     prompt = int(produced["llm_inputs"].attention_mask[0].sum())
     visual = out.num_tokens
@@ -251,44 +261,23 @@ def _token_counts(vlm: VideoLLM, produced: dict[str, Any], retention: float) -> 
     }
 
 
-def measure_case(
-    vlm: VideoLLM, prepared: PreparedVideo, method: str, retention: float, settings: Settings, question: str
-) -> dict[str, Any]:
-    """Time ``method`` at ``retention`` on ``prepared`` (``vlm``'s compressor is replaced); one result row.
-
-    Raises the out-of-memory error to the caller, which records it.
-    """
-    vlm.compressor = _compressor(method, retention)
-    ideal = method == IDEAL
-    device = vlm.adapter.device
-    for _ in range(settings.warmup):
-        _run(vlm, prepared, question, ideal, 1)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    timed = [_run(vlm, prepared, question, ideal, 1) for _ in range(settings.runs)]
-    per_token = []
-    if settings.decode_tokens > 0:
-        for _ in range(settings.decode_runs):
-            decode_ms, _ = _run(vlm, prepared, question, ideal, 1 + settings.decode_tokens)
-            per_token.append(decode_ms["after_first"] / settings.decode_tokens)
-    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
-    ttfts = [sum(ms[stage] for stage in STAGES) for ms, _ in timed]
-    stage_ms = {stage: _median([ms[stage] for ms, _ in timed]) for stage in STAGES}
+def stage_summary(prepared: PreparedVideo, timed: list[dict[str, float]], per_token: list[float]) -> dict[str, Any]:
+    """Median stage times of the ``timed`` runs (outputs of :func:`time_run`) and the TTFT range, as row fields."""
+    ttfts = [ttft(ms) for ms in timed]
     return {
-        "method": method,
-        "retention": retention,
-        "frames": prepared.frames,
-        "status": "ok",
-        **_token_counts(vlm, timed[-1][1], retention),
         "ms": {
             "decode_video": round(prepared.decode_ms, 3),
             "preprocess": round(prepared.preprocess_ms, 3),
-            **stage_ms,
+            **{stage: _median([ms[stage] for ms in timed]) for stage in STAGES},
             "ttft": _median(ttfts),
             "decode_per_token": _median(per_token) if per_token else None,
         },
         "ttft_ms_min": round(min(ttfts), 3),
         "ttft_ms_max": round(max(ttfts), 3),
         "decoder": prepared.decoder,
-        "peak_memory_mb": None if peak is None else round(peak, 1),
     }
+
+
+def ttft(ms: dict[str, float]) -> float:
+    """TTFT of one run: the sum of its :data:`STAGES`."""
+    return sum(ms[stage] for stage in STAGES)

@@ -1,107 +1,42 @@
-"""Benchmark plans, the sweep over them, and the JSON they produce.
+"""The sweep over a plan (:mod:`.plans`) and the JSON it produces.
 
-Plans (lists of cases, run in order, one model in GPU memory at a time):
+The cases of one comparison (one model and frame count) are timed interleaved, round by round (:mod:`.paired`), so
+ratios between them (method / ideal, none / method) are taken within a round and drift cancels.
 
-* ``issue`` — what issue 6 must show, sized for one 9-minute H100 call: on Qwen2.5-VL-7B and LLaVA-OV-7B, at 32 and
-  64 frames, no compression, the ideal at 10 %, and every token-stage method at 10 %; then 16 and 128
-  frames (frame scaling, fewer repetitions); then 256 and 512 frames (largest frame count, one timed run) while the
-  time budget lasts.
-* ``grid`` — the full sweep: every model x frames x method x retention given on the command line.
-
-Out-of-memory is recorded as ``status: "oom"`` and the same configuration is not tried at more frames. Cases that
-the time budget does not reach are recorded as skipped. The JSON is rewritten after every case, so an interrupted
-run keeps what it measured.
+Out-of-memory is recorded as ``status: "oom"`` (memory is freed, the sweep goes on) and the configuration is not
+tried at more frames. With a time budget, each comparison gets a share of what is left in proportion to its size
+(rounds stop early, never below ``MIN_ROUNDS``), no run starts after the budget, and comparisons it does not reach
+are recorded as skipped. The JSON is rewritten after every comparison, so an interrupted run keeps what it measured.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import gc
 import json
 import os
 import platform
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from vidcompress.api import VideoLLM, wrap
-from vidcompress.registry import available_methods, method_info
 from vidcompress.synthetic import moving_square_video, write_video
 
-from .measure import BENCH_QUESTION, IDEAL, Settings, is_oom, measure_case, prepare_video
-from .models import FULL_MODELS, build_processor, build_random_model, load_checkpoint
+from .measure import BENCH_QUESTION, IDEAL, PreparedVideo, compressor_for, stage_summary, time_run, token_counts, ttft
+from .paired import TIME_BUDGET_SKIP, Outcome, failure_status, interleave, paired_ratio
+from .measure import Settings
+from .plans import Case, comparisons
+from .slot import ModelSlot
 
-__all__ = ["Case", "token_stage_methods", "issue_plan", "grid_plan", "run_plan", "environment"]
+__all__ = ["run_plan", "environment", "log_progress"]
 
-ISSUE_MODELS = ("qwen2.5-vl-7b", "llava-ov-7b")
-ISSUE_RETENTION = 0.1
-TINY_MODELS = ("tiny-qwen2.5-vl", "tiny-llava-onevision")
-MAX_FRAMES_MIN_SECONDS_LEFT = 45.0  # do not start a large-frame probe with less budget than this
-
-
-@dataclass(frozen=True)
-class Case:
-    """One configuration to time."""
-
-    model: str
-    frames: int
-    method: str
-    retention: float
-    settings: Settings = field(default_factory=Settings)
-    group: str = "grid"  # "grid", "scaling" or "max_frames"
-
-
-def token_stage_methods() -> list[str]:
-    """Every registered method with a token stage, except ``none``."""
-    return [name for name in available_methods() if name != "none" and "token" in method_info(name).stages]
-
-
-def _budget_cases(model: str, frames: int, methods: Iterable[str], retention: float, settings: Settings, group: str):
-    yield Case(model, frames, "none", 1.0, settings, group)
-    yield Case(model, frames, IDEAL, retention, settings, group)
-    for method in methods:
-        yield Case(model, frames, method, retention, settings, group)
-
-
-def issue_plan(
-    models: Iterable[str] = ISSUE_MODELS, methods: Iterable[str] | None = None, retention: float = ISSUE_RETENTION
-) -> list[Case]:
-    """The cases issue 6 must show, most important first (see the module docstring)."""
-    methods = list(methods) if methods is not None else token_stage_methods()
-    main = Settings(warmup=3, runs=10, decode_tokens=8, decode_runs=1)
-    scaling = Settings(warmup=2, runs=5, decode_tokens=8, decode_runs=1)
-    probe = Settings(warmup=1, runs=1, decode_tokens=0, decode_runs=0)
-    cases: list[Case] = []
-    for model in models:
-        for frames in (32, 64):
-            cases += _budget_cases(model, frames, methods, retention, main, "grid")
-        for frames in (16, 128):
-            cases += _budget_cases(model, frames, methods, retention, scaling, "scaling")
-    for model in models:
-        for frames in (256, 512):
-            cases += _budget_cases(model, frames, methods, retention, probe, "max_frames")
-    return cases
-
-
-def grid_plan(
-    models: Iterable[str], frames: Iterable[int], methods: Iterable[str], retentions: Iterable[float], settings: Settings
-) -> list[Case]:
-    """Every model x frames x (method, retention); ``none`` runs once per frame count, at retention 1.0."""
-    retentions = sorted({float(r) for r in retentions}, reverse=True)
-    cases = []
-    for model in models:
-        for count in frames:
-            cases.append(Case(model, count, "none", 1.0, settings))
-            for retention in (r for r in retentions if r < 1.0):
-                cases.append(Case(model, count, IDEAL, retention, settings))
-                cases += [Case(model, count, m, retention, settings) for m in methods if m not in ("none", IDEAL)]
-    return cases
+LARGE_FRAMES = 128  # a comparison at more frames needs MIN_SECONDS_LEFT of the budget to start
+MIN_SECONDS_LEFT = 45.0
+MIN_ROUNDS = 3  # a time budget cuts rounds, never below this (or the rounds asked for, if fewer)
 
 
 def environment(command: list[str]) -> dict[str, Any]:
@@ -132,66 +67,13 @@ def environment(command: list[str]) -> dict[str, Any]:
             "prefill_true: 2 FLOPs per MAC with GQA and SwiGLU; both without the vision encoder and LM head; "
             "vision_true: vision tower + projector, 2 FLOPs per MAC (anchors.md section 4)"
         ),
-        "timing": "CUDA events (perf_counter on CPU); median of timed runs after warm-up; TTFT = vision_encoder + "
-        "compression + splice + prefill; decode_video and preprocess are CPU stages reported apart",
+        "timing": "CUDA events (perf_counter on CPU); the configurations of one model and frame count run "
+        "interleaved, one run each per round in rotating order, after warm-up rounds; per configuration the median "
+        "of its rounds; ratios (method/ideal, none/method) are the median of per-round ratios, with quartiles and "
+        "range; TTFT = vision_encoder + compression + splice + prefill; decode_video and preprocess are CPU stages "
+        "reported apart; peak memory = the largest max_memory_allocated of one run",
+        "gpu_memory_mb": round(torch.cuda.get_device_properties(0).total_memory / 2**20) if cuda else None,
     }
-
-
-class ModelSlot:
-    """Holds one model at a time; building the next frees the previous."""
-
-    def __init__(self, device: torch.device, checkpoints: dict[str, str], attn_implementation: str) -> None:
-        self.device = device
-        self.checkpoints = checkpoints
-        self.attn_implementation = attn_implementation
-        self.name: str | None = None
-        self.vlm: VideoLLM | None = None
-        self.videos: dict[int, Any] = {}
-
-    def get(self, name: str) -> tuple[VideoLLM, dict[str, Any] | None]:
-        """The model ``name`` and, when it was just built, a description of it."""
-        if name == self.name and self.vlm is not None:
-            return self.vlm, None
-        self.release()
-        start = time.perf_counter()
-        random_weights = name not in self.checkpoints
-        if name in TINY_MODELS:
-            from vidcompress.models.tiny import TINY_MODELS as BUILDERS
-
-            model, processor = BUILDERS[name]()
-            model = model.to(self.device)
-        elif random_weights:
-            model = build_random_model(name, self.device, torch.bfloat16, self.attn_implementation)
-            processor = build_processor(name, model.config)
-        else:
-            model, processor = load_checkpoint(self.checkpoints[name], self.device, torch.bfloat16, self.attn_implementation)
-        _synchronize(self.device)
-        self.vlm, self.name = wrap(model, method="none", processor=processor), name
-        text = model.config.text_config
-        info = {
-            "checkpoint": self.checkpoints.get(name) or (FULL_MODELS[name].checkpoint if name in FULL_MODELS else name),
-            "random_weights": random_weights,
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "dtype": str(next(model.parameters()).dtype),
-            "attn_implementation": {
-                "vision": model.config.vision_config._attn_implementation,
-                "text": text._attn_implementation,
-            },
-            "build_seconds": round(time.perf_counter() - start, 2),
-            "weights_mb": round(torch.cuda.memory_allocated(self.device) / 2**20, 1) if self.device.type == "cuda" else None,
-        }
-        return self.vlm, info
-
-    def release(self) -> None:
-        self.vlm, self.name, self.videos = None, None, {}
-        gc.collect()
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _row_head(case: Case) -> dict[str, Any]:
@@ -206,61 +88,173 @@ def run_plan(
     command: list[str],
     checkpoints: dict[str, str] | None = None,
     attn_implementation: str = "sdpa",
+    vision_attention: str = "batched",
     frame_size: int = 448,
     time_budget_s: float | None = None,
     prepare_repeats: int = 3,
     progress: Callable[[str], None] = print,
+    clock: Callable[[], float] = time.monotonic,
 ) -> dict[str, Any]:
-    """Run ``cases``, writing ``out_json`` after each one; returns the result document."""
-    started = time.monotonic()
+    """Run ``cases`` comparison by comparison, writing ``out_json`` after each; returns the result document."""
+    started = clock()
+    hard_deadline = None if time_budget_s is None else started + time_budget_s
     result: dict[str, Any] = {**environment(command), "random_weights": not checkpoints, "models": {}, "rows": []}
-    result["device"] = str(device)
+    result.update(device=str(device), vision_attention=vision_attention, time_budget_s=time_budget_s)
     out_json.parent.mkdir(parents=True, exist_ok=True)
-    slot = ModelSlot(device, checkpoints or {}, attn_implementation)
+    slot = ModelSlot(device, checkpoints or {}, attn_implementation, vision_attention)
     failed_at: dict[tuple[str, str, float], int] = {}
+    groups = comparisons(cases)
     with tempfile.TemporaryDirectory() as folder:
         video = Path(folder) / "bench.mp4"
-        longest = max(case.frames for case in cases)
-        write_video(video, moving_square_video(num_frames=longest, size=frame_size), fps=8.0)
-        for number, case in enumerate(cases, 1):
-            row = _row_head(case)
-            key = (case.model, case.method, case.retention)
-            left = None if time_budget_s is None else time_budget_s - (time.monotonic() - started)
-            needed = MAX_FRAMES_MIN_SECONDS_LEFT if case.group == "max_frames" else 0.0
-            if key in failed_at and case.frames > failed_at[key]:
-                row["status"] = f"skipped: failed at {failed_at[key]} frames"
-            elif left is not None and left <= needed:
-                row["status"] = "skipped: time budget"
-            else:
-                row.update(_measure(slot, case, video, result, prepare_repeats))
-                if row["status"] != "ok":
+        write_video(video, moving_square_video(num_frames=max(case.frames for case in cases), size=frame_size), fps=8.0)
+        for number, group in enumerate(groups):
+            rows: dict[Case, dict[str, Any]] = {}
+            for case in group:
+                failed = failed_at.get((case.model, case.method, case.retention))
+                if failed is not None and case.frames > failed:
+                    rows[case] = {**_row_head(case), "status": f"skipped: failed at {failed} frames"}
+            pending = [case for case in dict.fromkeys(group) if case not in rows]
+            left = None if hard_deadline is None else hard_deadline - clock()
+            if pending and left is not None and left <= (MIN_SECONDS_LEFT if group[0].frames > LARGE_FRAMES else 0.0):
+                rows.update({case: {**_row_head(case), "status": TIME_BUDGET_SKIP} for case in pending})
+            elif pending:
+                soft = None if left is None else clock() + left * _share(groups[number:])
+                head = group[0]
+                progress(f"{head.model} F={head.frames}: {len(pending)} configurations, {head.settings}")
+                rows.update(_measure_comparison(
+                    slot, pending, video, result, prepare_repeats, soft, hard_deadline, clock, progress
+                ))
+            for case in group:
+                row = rows[case]
+                if row["status"] == "oom" or row["status"].startswith("error"):
+                    key = (case.model, case.method, case.retention)
                     failed_at[key] = min(case.frames, failed_at.get(key, case.frames))
-            result["rows"].append(row)
-            result["elapsed_s"] = round(time.monotonic() - started, 1)
+                result["rows"].append(row)
+                progress(f"  {_summary(row)}")
+            result["elapsed_s"] = round(clock() - started, 1)
             out_json.write_text(json.dumps(result, indent=1))
-            progress(f"[{number}/{len(cases)} {result['elapsed_s']:.0f}s] {_summary(row)}")
+            progress(f"[{number + 1}/{len(groups)} comparisons, {result['elapsed_s']:.0f}s]")
     slot.release()
     return result
 
 
-def _measure(slot: ModelSlot, case: Case, video: Path, result: dict[str, Any], repeats: int) -> dict[str, Any]:
+def _share(groups: list[list[Case]]) -> float:
+    """The first comparison's share of the time left: its frames x configurations x runs over all of them."""
+    sizes = [group[0].frames * len(group) * _runs(group[0].settings) for group in groups]
+    return sizes[0] / sum(sizes)
+
+
+def _runs(settings: Settings) -> int:
+    """Runs per configuration (a decode run counted as one)."""
+    return settings.warmup + settings.runs + (settings.decode_runs if settings.decode_tokens else 0)
+
+
+def _measure_comparison(
+    slot: ModelSlot,
+    cases: list[Case],
+    video: Path,
+    result: dict[str, Any],
+    repeats: int,
+    soft_deadline: float | None,
+    hard_deadline: float | None,
+    clock: Callable[[], float],
+    progress: Callable[[str], None],
+) -> dict[Case, dict[str, Any]]:
+    """Time ``cases`` (one model and frame count) interleaved; one result row per case."""
+    failure = None
     try:
-        vlm, info = slot.get(case.model)
+        vlm, info = slot.get(cases[0].model)
         if info is not None:
-            result["models"][case.model] = info
-        if case.frames not in slot.videos:
-            slot.videos[case.frames] = prepare_video(vlm, video, case.frames, BENCH_QUESTION, repeats if case.frames <= 128 else 1)
-        return measure_case(vlm, slot.videos[case.frames], case.method, case.retention, case.settings, BENCH_QUESTION)
-    except Exception as error:  # one configuration failing must not end the sweep
-        if not is_oom(error):
-            message = str(error).splitlines()[0][:200] if str(error) else ""
-            return {"status": f"error: {type(error).__name__}: {message}"}
-    # out of memory: free what the failed run held (its traceback is gone here) before the next case
-    slot.videos.pop(case.frames, None)
-    gc.collect()
-    if slot.device.type == "cuda":
-        torch.cuda.empty_cache()
-    return {"status": "oom"}
+            result["models"][cases[0].model] = info
+        prepared = slot.video(video, cases[0].frames, repeats)
+    except Exception as error:  # the model or the video does not fit: every case fails the same way
+        failure = failure_status(error)
+    if failure is not None:
+        slot.prepared = None
+        slot.free()
+        return {case: {**_row_head(case), "status": failure} for case in cases}
+    settings = cases[0].settings
+    counts: dict[Case, dict[str, Any]] = {}
+    peaks: dict[Case, float] = {}
+    compressors = {case: compressor_for(case.method, case.retention) for case in cases}
+
+    def run(case: Case, new_tokens: int = 1) -> dict[str, float]:
+        vlm.compressor = compressors[case]
+        if slot.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(slot.device)
+        ms, produced = time_run(vlm, prepared, BENCH_QUESTION, case.method == IDEAL, new_tokens)
+        if slot.device.type == "cuda":
+            peaks[case] = max(peaks.get(case, 0.0), torch.cuda.max_memory_allocated(slot.device) / 2**20)
+        if case not in counts:
+            counts[case] = token_counts(vlm, produced, case.retention)
+        return ms
+
+    outcomes = interleave(
+        cases,
+        run,
+        warmup=settings.warmup,
+        rounds=settings.runs,
+        min_rounds=min(MIN_ROUNDS, settings.runs),
+        soft_deadline=soft_deadline,
+        hard_deadline=hard_deadline,
+        release=slot.free,
+        clock=clock,
+        progress=progress,
+    )
+    per_token = _decode_runs(run, outcomes, settings.decode_tokens, settings.decode_runs, slot.free, hard_deadline, clock)
+    return _rows(cases, outcomes, counts, peaks, per_token, prepared)
+
+
+def _decode_runs(
+    run: Callable[[Case, int], dict[str, float]],
+    outcomes: dict[Case, Outcome],
+    tokens: int,
+    runs: int,
+    release: Callable[[], None],
+    hard_deadline: float | None,
+    clock: Callable[[], float],
+) -> dict[Case, list[float]]:
+    """Decode ms per token of each case that ran, until ``hard_deadline``; a failure here sets the case's status."""
+    per_token: dict[Case, list[float]] = {}
+    for case, outcome in outcomes.items():
+        if outcome.status != "ok" or tokens == 0 or (hard_deadline is not None and clock() > hard_deadline):
+            continue
+        failure = None
+        try:
+            per_token[case] = [run(case, 1 + tokens)["after_first"] / tokens for _ in range(runs)]
+        except Exception as error:
+            failure = failure_status(error)
+        if failure is not None:
+            outcome.status = failure
+            release()
+    return per_token
+
+
+def _rows(
+    cases: list[Case],
+    outcomes: dict[Case, Outcome],
+    counts: dict[Case, dict[str, Any]],
+    peaks: dict[Case, float],
+    per_token: dict[Case, list[float]],
+    prepared: PreparedVideo,
+) -> dict[Case, dict[str, Any]]:
+    ttfts = {case: [None if ms is None else ttft(ms) for ms in outcome.runs] for case, outcome in outcomes.items()}
+    none = next((case for case in cases if case.method == "none" and outcomes[case].status == "ok"), None)
+    rows = {}
+    for case in cases:
+        outcome = outcomes[case]
+        row = {**_row_head(case), "status": outcome.status if outcome.done or outcome.status != "ok" else TIME_BUDGET_SKIP}
+        if row["status"] == "ok":
+            ideal = next((c for c in cases if c.method == IDEAL and c.retention == case.retention and c != case), None)
+            row.update(counts[case])
+            row.update(stage_summary(prepared, outcome.done, per_token.get(case, [])))
+            row["peak_memory_mb"] = round(peaks[case], 1) if case in peaks else None
+            row["rounds"] = len(outcome.done)
+            row["warmup_rounds"] = case.settings.warmup
+            row["ttft_ratio_to_ideal"] = None if ideal is None else paired_ratio(ttfts[case], ttfts[ideal])
+            row["ttft_speedup_vs_none"] = None if none in (None, case) else paired_ratio(ttfts[none], ttfts[case])
+        rows[case] = row
+    return rows
 
 
 def _summary(row: dict[str, Any]) -> str:
@@ -268,12 +262,15 @@ def _summary(row: dict[str, Any]) -> str:
     if row["status"] != "ok":
         return f"{head}: {row['status']}"
     ms = row["ms"]
+    ratio = row.get("ttft_ratio_to_ideal")
+    paired = f" x{ratio['median']:.3f} ideal [{ratio['q1']:.3f}, {ratio['q3']:.3f}]" if ratio else ""
     return (
-        f"{head}: tokens {row['visual_tokens_in']}->{row['visual_tokens_out']} TTFT {ms['ttft']:.1f} ms "
+        f"{head}: tokens {row['visual_tokens_in']}->{row['visual_tokens_out']} TTFT {ms['ttft']:.1f} ms{paired} "
         f"(enc {ms['vision_encoder']:.1f} comp {ms['compression']:.1f} prefill {ms['prefill']:.1f}) "
-        f"peak {row['peak_memory_mb']} MiB"
+        f"peak {row['peak_memory_mb']} MiB, {row['rounds']} rounds"
     )
 
 
 def log_progress(message: str) -> None:
+    """Progress lines go to stderr."""
     print(message, file=sys.stderr, flush=True)
