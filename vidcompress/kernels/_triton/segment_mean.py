@@ -6,8 +6,9 @@ Bandwidth design (H100: 132 SMs, ~3.35 TB/s HBM; the merge reads ``M x D`` and w
   of every one of its segments at once: a ``[BLOCK_K, BLOCK_D]`` tile of ``BLOCK_K`` independent rows, loaded with
   16-byte vectors (``BLOCK_D`` contiguous columns, row strides specialised as multiples of 16), so each step keeps
   ``BLOCK_K * BLOCK_D * itemsize`` bytes in flight per program instead of one short row.
-* The member index of step ``j + 1`` is loaded before the feature tile of step ``j``, so the index gather and the
-  feature gather overlap: one memory latency per step, not two.
+* Steps go in pairs: the two feature tiles of steps ``j`` and ``j + 1`` are loaded together (twice the bytes in
+  flight per program), and the member indices of the next pair are loaded before them, so the index gather and
+  the feature gather overlap: one memory latency per pair of steps. Accumulation stays in member order.
 * The column block is the fastest grid axis: the programs sharing a segment block (same offsets, same member
   indices) run side by side, so the index reads after the first hit L2.
 * Every output element is written exactly once; segments of a block that run out of members are masked (a masked
@@ -61,20 +62,33 @@ def _segment_mean_kernel(
     acc = tl.zeros([BLOCK_K, BLOCK_D], dtype=tl.float32)
     weight_sum = tl.zeros([BLOCK_K], dtype=tl.float32)
     rows = tl.load(members_ptr + starts, mask=lengths > 0, other=0).to(tl.int64)
-    for step in range(0, longest):
+    rows_b = tl.load(members_ptr + starts + 1, mask=lengths > 1, other=0).to(tl.int64)
+    for step in range(0, longest, 2):
         live = step < lengths
-        next_rows = tl.load(members_ptr + starts + step + 1, mask=step + 1 < lengths, other=0).to(tl.int64)
+        live_b = step + 1 < lengths
+        next_rows = tl.load(members_ptr + starts + step + 2, mask=step + 2 < lengths, other=0).to(tl.int64)
+        next_rows_b = tl.load(members_ptr + starts + step + 3, mask=step + 3 < lengths, other=0).to(tl.int64)
         tile = tl.load(
             x_ptr + rows[:, None] * stride_x + cols[None, :],
             mask=live[:, None] & col_mask[None, :],
             other=0.0,
         ).to(tl.float32)
+        tile_b = tl.load(
+            x_ptr + rows_b[:, None] * stride_x + cols[None, :],
+            mask=live_b[:, None] & col_mask[None, :],
+            other=0.0,
+        ).to(tl.float32)
         if HAS_WEIGHTS:
             weight = tl.load(weights_ptr + rows, mask=live, other=0.0)
+            weight_b = tl.load(weights_ptr + rows_b, mask=live_b, other=0.0)
             tile = tile * weight[:, None]
+            tile_b = tile_b * weight_b[:, None]
             weight_sum += weight
+            weight_sum += weight_b
         acc += tile
+        acc += tile_b
         rows = next_rows
+        rows_b = next_rows_b
     if HAS_WEIGHTS:
         total = weight_sum
     else:
