@@ -42,9 +42,9 @@ def static_windows(similarity: torch.Tensor, tau: float, max_window: int) -> tup
     candidate = torch.where(boundary[:, None] >= width[None, :], best[before] + gain[before, boundary[:, None]],
                             float("-inf"))
     previous = boundary - 1 - candidate.argmax(1)  # first best width: ties keep the shorter window
-    previous[0] = 0
+    previous[:1].fill_(0)  # fill_, not item assignment: that copies a host scalar to the device
     on_chain = torch.zeros(frames + 1, dtype=torch.long, device=device)
-    on_chain[frames] = 1
+    on_chain[frames:].fill_(1)
     for _ in range(frames.bit_length()):
         on_chain = on_chain.scatter_reduce(0, previous, on_chain, reduce="amax")
         previous = previous[previous]

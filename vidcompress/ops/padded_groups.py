@@ -68,7 +68,7 @@ def pad_by_representative(rep_of: torch.Tensor, max_groups: int, weights: torch.
     size = rep_of.shape[0]
     member = rep_of >= 0
     is_rep = torch.zeros(size + 1, dtype=torch.bool, device=rep_of.device)
-    is_rep[torch.where(member, rep_of, size)] = True
+    is_rep.index_fill_(0, torch.where(member, rep_of, size), True)  # a Python scalar: no host-to-device copy
     is_rep = is_rep[:size]
     slot_of = torch.cumsum(is_rep, 0) - 1  # slot of every representative
     group = torch.where(member, slot_of[rep_of.clamp(min=0)], torch.full_like(rep_of, -1))
@@ -96,7 +96,7 @@ def padded_candidates(grouping: PaddedGrouping, score: torch.Tensor) -> torch.Te
     the candidates."""
     size = grouping.group.shape[0]
     is_rep = torch.zeros(size + 1, dtype=torch.bool, device=score.device)
-    is_rep[grouping.representative] = True
+    is_rep.index_fill_(0, grouping.representative, True)
     kind = torch.where(is_rep[:size], 2, (grouping.group >= 0).long())  # 0 dropped, 1 member, 2 representative
     order = torch.sort(score.float(), descending=True, stable=True).indices
     return order[torch.sort(kind[order], stable=True).indices]
@@ -122,7 +122,7 @@ def _fold(
     folding = by_priority[: slots - count]
     fold_valid = torch.arange(slots - count, device=device) < excess
     is_fold = torch.zeros(slots + 1, dtype=torch.bool, device=device)
-    is_fold[torch.where(fold_valid, folding, slots)] = True
+    is_fold.index_fill_(0, torch.where(fold_valid, folding, slots), True)
     keep_mask = grouping.occupied & ~is_fold[:slots]
     slot_index = torch.arange(slots, device=device)
     keep = torch.sort(torch.where(keep_mask, slot_index, slots)).values[:count].clamp(max=slots - 1)
