@@ -166,9 +166,9 @@ def test_segment_mean_launch_configs_agree(config: tuple[int, int, int]) -> None
 def test_segment_mean_default_config_fills_the_gpu() -> None:
     from vidcompress.kernels._triton.segment_mean import default_config
 
-    assert default_config(1568, 3584, 2) == (8, 512, 4)  # LLaVA-OV 32 frames -> 25 %: 196 x 7 programs
-    assert default_config(627, 3584, 2) == (8, 512, 4)  # -> 10 %: 79 x 7 = 553 programs, >= 4 per SM
-    assert default_config(627, 3584, 4) == (8, 256, 4)  # fp32: 1 KiB of a row per program
+    assert default_config(1568, 3584, 2) == (4, 512, 4)  # LLaVA-OV 32 frames -> 25 %: 392 x 7 programs
+    assert default_config(627, 3584, 2) == (4, 512, 4)  # -> 10 %: 157 x 7 = 1099 programs, >= 4 per SM
+    assert default_config(627, 3584, 4) == (4, 256, 4)  # fp32: 1 KiB of a row per program
     assert default_config(100, 3584, 2) == (1, 512, 4)  # few segments: BLOCK_K halves until 4 x 132 programs
     assert default_config(3, 40, 4) == (1, 64, 4)  # a small D is covered by one block
 

@@ -103,16 +103,17 @@ def _segment_mean_kernel(
 
 
 def default_config(num_segments: int, dim: int, itemsize: int) -> SegmentMeanConfig:
-    """The launch parameters chosen by reasoning for H100-class GPUs (``scripts/bench_kernels.py --sweep`` checks).
+    """The launch parameters for H100-class GPUs, picked by ``scripts/bench_kernels.py --sweep``.
 
     ``BLOCK_D`` spans 1 KiB of a row (512 bf16 / 256 fp32 columns: 3584 = 7 x 512 splits evenly); with 4 warps
-    each thread then holds 16-byte vectors of ``BLOCK_K`` rows. ``BLOCK_K = 8`` keeps 8 KiB per program in flight
-    per step, ~5 programs per SM by registers, i.e. ~40 KiB per SM — above the ~25 KiB per SM that 3.35 TB/s times
-    ~1 us of latency needs. Smaller problems halve ``BLOCK_K`` (then ``BLOCK_D``) until the grid fills every SM
-    about four times over.
+    each thread then holds 16-byte vectors of ``BLOCK_K`` rows. ``BLOCK_K = 4`` with two member tiles per step keeps
+    8 KiB per program in flight per step; in the H100 sweep (``benchmarks/results/kernels_h100.json``) it was the
+    fastest of the configurations tried at 6 of the 8 sizes (80-89 % of copy bandwidth at 32-64 frames x 3584 and
+    25 % retention, 73 % on the smallest grids, where one launch's latency is a quarter of the runtime). Smaller
+    problems halve ``BLOCK_K`` (then ``BLOCK_D``) until the grid fills every SM about four times over.
     """
     block_d = min(triton.next_power_of_2(max(dim, 1)), max(16, 1024 // itemsize))
-    block_k = 8
+    block_k = 4
     target_programs = 4 * REFERENCE_SMS
 
     def programs(k: int, d: int) -> int:
