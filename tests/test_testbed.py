@@ -394,6 +394,15 @@ def test_eval_command_writes_json_and_plot_and_skips_unrunnable(shipped, tmp_pat
     assert out.with_suffix(".png").stat().st_size > 0
 
 
+def test_eval_skips_a_method_that_needs_an_input_the_suite_lacks(shipped):
+    """f2c selects frames with a CLIP / SigLIP scorer that the test-bed does not ship: listed as skipped, not fatal."""
+    model, processor = shipped
+    report = tb_eval.evaluate_methods(["f2c", "uniform"], [1.0], model=model, processor=processor, limit=2, batch_size=2)
+    assert [r["method"] for r in report["results"]] == ["uniform"]
+    assert [(s["method"], s["retention"]) for s in report["skipped"]] == [("f2c", 1.0)]
+    assert "scorer" in report["skipped"][0]["reason"]
+
+
 def test_evaluate_rejects_bad_arguments(shipped):
     model, processor = shipped
     with pytest.raises(ValueError, match="retention"):
