@@ -394,6 +394,15 @@ def test_eval_command_writes_json_and_plot_and_skips_unrunnable(shipped, tmp_pat
     assert out.with_suffix(".png").stat().st_size > 0
 
 
+def test_layer_defaults_past_the_model_depth_are_scaled_to_it():
+    assert tb_eval.depth_scaled_layers("flashvid", 4) == {"llm_layer": 3}  # 20 of 28 -> round(2.86)
+    assert tb_eval.depth_scaled_layers("todre", 4) == {"layer": 3}  # 18 of 28 -> round(2.57)
+    assert tb_eval.depth_scaled_layers("todre", 2) == {"layer": 1}  # clamped to num_layers - 1
+    assert tb_eval.depth_scaled_layers("dycoke", 4) == {}  # decode layer 3 fits a 4-layer model: kept
+    assert tb_eval.depth_scaled_layers("uniform", 4) == {}
+    assert all(tb_eval.depth_scaled_layers(name, 28) == {} for name in ("flashvid", "todre", "holitom", "fastv"))
+
+
 def test_eval_skips_a_method_that_needs_an_input_the_suite_lacks(shipped):
     """f2c selects frames with a CLIP / SigLIP scorer that the test-bed does not ship: listed as skipped, not fatal."""
     model, processor = shipped

@@ -73,6 +73,25 @@ def _runnable(method: str, retention: float) -> str | None:
     return None
 
 
+#: Decoder depth of the 7B LLMs (Qwen2-7B inside LLaVA-OV-7B and Qwen2.5-VL-7B) that layer-indexed defaults assume.
+REFERENCE_DEPTH = 28
+
+
+def depth_scaled_layers(method: str, num_layers: int) -> dict[str, int]:
+    """Layer-indexed defaults of ``method`` that lie past a ``num_layers``-deep LLM, scaled to it.
+
+    flashvid's layer 20, todre's 18, ... assume a 28-layer LLM; on a shallower model each such default becomes
+    ``round(default * num_layers / 28)``, clamped to ``[1, num_layers - 1]``. Defaults that fit are kept as they are.
+    """
+    from vidcompress.registry import method_info
+
+    scaled = {}
+    for name, default in method_info(method).defaults.items():
+        if "layer" in name and isinstance(default, int) and not isinstance(default, bool) and default > num_layers - 1:
+            scaled[name] = min(max(1, round(default * num_layers / REFERENCE_DEPTH)), num_layers - 1)
+    return scaled
+
+
 def evaluate_methods(
     methods: Sequence[str],
     retentions: Sequence[float],
@@ -89,7 +108,9 @@ def evaluate_methods(
     """Accuracy of every runnable (method, retention) pair on the test-bed.
 
     A pair is skipped, with the reason, when the registry refuses it or the method raises ``ValueError`` on the
-    first batch (it needs an input this suite does not give, like f2c's frame scorer).
+    first batch (it needs an input this suite does not give, like f2c's frame scorer). Layer-indexed defaults that
+    lie past the model's depth are scaled to it (:func:`depth_scaled_layers`) and recorded in each result's
+    ``"params"``.
 
     Args:
         methods: registered method names (or ``+`` chains).
@@ -101,7 +122,7 @@ def evaluate_methods(
 
     Returns:
         ``{"testbed_version", "split", "samples", "chance", "results": [{"method", "retention", "accuracy":
-        {family: fraction, "overall": fraction}, "visual_tokens_out", "seconds"}], "skipped": [{"method",
+        {family: fraction, "overall": fraction}, "params", "visual_tokens_out", "seconds"}], "skipped": [{"method",
         "retention", "reason"}]}``.
     """
     import vidcompress
@@ -138,7 +159,8 @@ def evaluate_methods(
                 report["skipped"].append({"method": method, "retention": float(retention), "reason": reason})
                 continue
             started = time.perf_counter()
-            vlm = vidcompress.wrap(model, method=method, retention=float(retention), processor=processor)
+            params = {} if "+" in method else depth_scaled_layers(method, model.config.text_config.num_hidden_layers)
+            vlm = vidcompress.wrap(model, method=method, retention=float(retention), processor=processor, **params)
             hits: dict[str, list[float]] = defaultdict(list)
             tokens_out = set()
             try:
@@ -157,6 +179,7 @@ def evaluate_methods(
                 "method": method,
                 "retention": float(retention),
                 "accuracy": _per_family(hits),
+                "params": params,
                 "visual_tokens_out": sorted(tokens_out)[0] if len(tokens_out) == 1 else sorted(tokens_out),
                 "seconds": round(time.perf_counter() - started, 2),
             }
