@@ -85,7 +85,7 @@ class LoadedModel:
     def label(self) -> str:
         """A human-readable name that says when the weights are random."""
         if self.name == TESTBED:
-            return "test-bed micro Qwen2.5-VL (synthetic suite, undertrained)"
+            return "test-bed micro Qwen2.5-VL (synthetic suite, not a real benchmark)"
         if self.random_weights:
             return f"{self.name} (RANDOM weights: answers are meaningless)"
         return self.name
