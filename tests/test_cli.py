@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -13,7 +14,9 @@ from vidcompress.synthetic import moving_square_video, write_video
 
 
 def vidcompress(*args: str) -> subprocess.CompletedProcess:
-    executable = shutil.which("vidcompress")
+    """Run the entry point installed beside the interpreter running the tests (else the one on PATH)."""
+    beside = Path(sys.executable).with_name("vidcompress")
+    executable = str(beside) if beside.is_file() else shutil.which("vidcompress")
     command = [executable] if executable else [sys.executable, "-m", "vidcompress.cli"]
     return subprocess.run([*command, *args], capture_output=True, text=True, timeout=300)
 
