@@ -19,7 +19,14 @@ from transformers import (
     Qwen2_5_VLProcessor,
 )
 
-__all__ = ["TINY_MODELS", "tiny_qwen2_5_vl", "tiny_llava_onevision", "build_tiny", "word_tokenizer"]
+__all__ = [
+    "TINY_MODELS",
+    "tiny_qwen2_5_vl",
+    "tiny_llava_onevision",
+    "build_tiny",
+    "word_tokenizer",
+    "word_level_qwen2_5_vl",
+]
 
 BASE_TOKENS = ["[PAD]", "[UNK]", "[BOS]", "[EOS]"]
 QWEN_SPECIALS = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>", "<|im_start|>", "<|im_end|>"]
@@ -66,21 +73,59 @@ def word_tokenizer(specials: list[str], words: list[str] = WORDS) -> PreTrainedT
     )
 
 
-def _text_config(tokenizer: PreTrainedTokenizerFast, **extra: object) -> dict[str, object]:
+def _token_ids(tokenizer: PreTrainedTokenizerFast) -> dict[str, int]:
+    """The vocabulary size and the begin / end / padding token ids of a :func:`word_tokenizer`."""
     vocab = tokenizer.get_vocab()
+    return dict(vocab_size=len(vocab), bos_token_id=vocab["[BOS]"], eos_token_id=vocab["[EOS]"], pad_token_id=vocab["[PAD]"])
+
+
+def _text_config(**extra: object) -> dict[str, object]:
+    """The tiny LLM's sizes (2 layers of width 64)."""
     return dict(
-        vocab_size=len(vocab),
         hidden_size=64,
         intermediate_size=128,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=4096,
-        bos_token_id=vocab["[BOS]"],
-        eos_token_id=vocab["[EOS]"],
-        pad_token_id=vocab["[PAD]"],
         **extra,
     )
+
+
+def word_level_qwen2_5_vl(
+    tokenizer: PreTrainedTokenizerFast,
+    text_config: dict[str, object],
+    vision_config: dict[str, object],
+    image_size: int,
+    seed: int,
+) -> tuple[Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor]:
+    """A random-weight Qwen2.5-VL over a :func:`word_tokenizer` with :data:`QWEN_SPECIALS`, and its processor.
+
+    ``text_config`` gives the LLM's sizes (the vocabulary and special token ids come from ``tokenizer``);
+    ``vision_config`` the ViT's; the processor keeps frames of up to ``image_size`` x ``image_size`` px.
+    """
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
+    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+
+    vocab = tokenizer.get_vocab()
+    config = Qwen2_5_VLConfig(
+        text_config={**text_config, **_token_ids(tokenizer)},
+        vision_config=vision_config,
+        image_token_id=vocab["<|image_pad|>"],
+        video_token_id=vocab["<|video_pad|>"],
+        vision_start_token_id=vocab["<|vision_start|>"],
+        vision_end_token_id=vocab["<|vision_end|>"],
+    )
+    size = {"shortest_edge": 56 * 56, "longest_edge": image_size * image_size}
+    common = dict(size=size, patch_size=14, temporal_patch_size=2, merge_size=2)
+    processor = Qwen2_5_VLProcessor(
+        image_processor=Qwen2VLImageProcessor(**common),
+        tokenizer=tokenizer,
+        video_processor=Qwen2VLVideoProcessor(**common, cap_pixels_per_frame=False),
+        chat_template=QWEN_CHAT_TEMPLATE,
+    )
+    torch.manual_seed(seed)
+    return Qwen2_5_VLForConditionalGeneration(config).eval(), processor
 
 
 def tiny_qwen2_5_vl(seed: int = 0, image_size: int = 112) -> tuple[Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor]:
@@ -88,15 +133,9 @@ def tiny_qwen2_5_vl(seed: int = 0, image_size: int = 112) -> tuple[Qwen2_5_VLFor
 
     Frames of ``image_size`` px give ``(image_size / 28)^2`` LLM tokens per temporal group (16 at 112 px).
     """
-    from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
-    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
-
-    tokenizer = word_tokenizer(QWEN_SPECIALS)
-    vocab = tokenizer.get_vocab()
-    config = Qwen2_5_VLConfig(
-        text_config=_text_config(
-            tokenizer, rope_parameters={"rope_type": "default", "rope_theta": 1e4, "mrope_section": [2, 3, 3]}
-        ),
+    return word_level_qwen2_5_vl(
+        word_tokenizer(QWEN_SPECIALS),
+        text_config=_text_config(rope_parameters={"rope_type": "default", "rope_theta": 1e4, "mrope_section": [2, 3, 3]}),
         vision_config=dict(
             depth=4,
             hidden_size=32,
@@ -111,23 +150,9 @@ def tiny_qwen2_5_vl(seed: int = 0, image_size: int = 112) -> tuple[Qwen2_5_VLFor
             out_hidden_size=64,
             tokens_per_second=2,
         ),
-        image_token_id=vocab["<|image_pad|>"],
-        video_token_id=vocab["<|video_pad|>"],
-        vision_start_token_id=vocab["<|vision_start|>"],
-        vision_end_token_id=vocab["<|vision_end|>"],
+        image_size=image_size,
+        seed=seed,
     )
-    pixels = image_size * image_size
-    size = {"shortest_edge": 56 * 56, "longest_edge": pixels}
-    common = dict(size=size, patch_size=14, temporal_patch_size=2, merge_size=2)
-    processor = Qwen2_5_VLProcessor(
-        image_processor=Qwen2VLImageProcessor(**common),
-        tokenizer=tokenizer,
-        video_processor=Qwen2VLVideoProcessor(**common, cap_pixels_per_frame=False),
-        chat_template=QWEN_CHAT_TEMPLATE,
-    )
-    torch.manual_seed(seed)
-    model = Qwen2_5_VLForConditionalGeneration(config).eval()
-    return model, processor
 
 
 def tiny_llava_onevision(
@@ -155,7 +180,7 @@ def tiny_llava_onevision(
             patch_size=14,
             vision_use_head=False,
         ),
-        text_config=dict(model_type="qwen2", **_text_config(tokenizer)),
+        text_config=dict(model_type="qwen2", **_text_config(), **_token_ids(tokenizer)),
         image_token_index=vocab["<image>"],
         video_token_index=vocab["<video>"],
         vision_feature_layer=-1,

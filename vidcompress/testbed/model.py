@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
+from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
 
-from vidcompress.models.tiny import QWEN_CHAT_TEMPLATE, QWEN_SPECIALS, WORDS, word_tokenizer
+from vidcompress.models.tiny import QWEN_SPECIALS, WORDS, word_level_qwen2_5_vl, word_tokenizer
 
 from .generator import SIZE, question_words
 
@@ -53,37 +53,10 @@ def testbed_vocabulary() -> list[str]:
 
 def build_testbed_model(seed: int = 0) -> tuple[Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor]:
     """The micro Qwen2.5-VL with random weights, and its processor (frames of ``SIZE`` px: 4x4 tokens per step)."""
-    from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
-    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
-
     tokenizer = word_tokenizer(QWEN_SPECIALS, testbed_vocabulary())
-    vocab = tokenizer.get_vocab()
-    config = Qwen2_5_VLConfig(
-        text_config=dict(
-            vocab_size=len(vocab),
-            bos_token_id=vocab["[BOS]"],
-            eos_token_id=vocab["[EOS]"],
-            pad_token_id=vocab["[PAD]"],
-            **TEXT_CONFIG,
-        ),
-        vision_config=VISION_CONFIG,
-        image_token_id=vocab["<|image_pad|>"],
-        video_token_id=vocab["<|video_pad|>"],
-        vision_start_token_id=vocab["<|vision_start|>"],
-        vision_end_token_id=vocab["<|vision_end|>"],
-    )
-    size = {"shortest_edge": 56 * 56, "longest_edge": SIZE * SIZE}
-    common = dict(size=size, patch_size=14, temporal_patch_size=2, merge_size=2)
-    processor = Qwen2_5_VLProcessor(
-        image_processor=Qwen2VLImageProcessor(**common),
-        tokenizer=tokenizer,
-        video_processor=Qwen2VLVideoProcessor(**common, cap_pixels_per_frame=False),
-        chat_template=QWEN_CHAT_TEMPLATE,
-    )
-    torch.manual_seed(seed)
-    model = Qwen2_5_VLForConditionalGeneration(config).eval()
-    model.generation_config.eos_token_id = vocab["[EOS]"]
-    model.generation_config.pad_token_id = vocab["[PAD]"]
+    model, processor = word_level_qwen2_5_vl(tokenizer, TEXT_CONFIG, VISION_CONFIG, image_size=SIZE, seed=seed)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, processor
 
 
