@@ -247,6 +247,14 @@ def test_tokenizer_covers_every_question_and_answer_word():
             assert len(tokenizer(answer, add_special_tokens=False)["input_ids"]) == 1  # one-token answers
 
 
+def _training_inputs(model, processor, seeds) -> tuple[list, torch.Tensor, torch.Tensor, object]:
+    """The test-bed items of ``seeds`` and what the training forward takes for them: pixels, grid, prompt batch."""
+    samples = [make_sample(seed) for seed in seeds]
+    pixels, grid = video_patches(processor, torch.from_numpy(np.stack([s.video for s in samples])))
+    batch = PromptBuilder(processor, model.config).batch([s.question for s in samples], [s.answer for s in samples])
+    return samples, pixels, grid, batch
+
+
 def test_training_inputs_are_the_processor_outputs():
     model, processor = build_testbed_model()
     samples = [make_sample(seed) for seed in range(2)]
@@ -285,9 +293,7 @@ def test_batch_labels_only_on_answer_tokens():
 
 def test_block_attention_equals_default_attention():
     model, processor = build_testbed_model(seed=1)
-    samples = [make_sample(seed) for seed in range(2)]
-    pixels, grid = video_patches(processor, torch.from_numpy(np.stack([s.video for s in samples])))
-    batch = PromptBuilder(processor, model.config).batch([s.question for s in samples], [s.answer for s in samples])
+    _, pixels, grid, batch = _training_inputs(model, processor, range(2))
     with torch.no_grad():
         loss, logits = answer_logits(model, batch, pixels, grid)
         register_block_attention(model)
@@ -299,9 +305,7 @@ def test_block_attention_equals_default_attention():
 def test_training_forward_equals_the_models_own_forward():
     """The training path (own vision call with precomputed bookkeeping + splice) == the model given pixels."""
     model, processor = build_testbed_model(seed=2)
-    samples = [make_sample(seed) for seed in range(3)]
-    pixels, grid = video_patches(processor, torch.from_numpy(np.stack([s.video for s in samples])))
-    batch = PromptBuilder(processor, model.config).batch([s.question for s in samples], [s.answer for s in samples])
+    _, pixels, grid, batch = _training_inputs(model, processor, range(3))
     with torch.no_grad():
         stock = model(
             input_ids=batch.input_ids,
@@ -319,9 +323,7 @@ def test_training_forward_equals_the_models_own_forward():
 # -- the shipped micro model --------------------------------------------------------------------------------------
 def test_training_forward_predicts_what_ask_generates(shipped):
     model, processor = shipped
-    samples = [make_sample(seed) for seed in range(5)]
-    pixels, grid = video_patches(processor, torch.from_numpy(np.stack([s.video for s in samples])))
-    batch = PromptBuilder(processor, model.config).batch([s.question for s in samples], [s.answer for s in samples])
+    samples, pixels, grid, batch = _training_inputs(model, processor, range(5))
     with torch.no_grad():
         _, logits = answer_logits(model, batch, pixels, grid)
     answers = vidcompress.wrap(model, processor=processor).ask_batch(
@@ -349,9 +351,7 @@ def test_uncompressed_accuracy_far_above_chance_on_fixed_slice(shipped):
 def test_scrambled_video_positions_fail_the_scene_guard(shipped):
     """The negative control of the CI guard: shuffling the M-RoPE positions of the video tokens breaks scenes."""
     model, processor = shipped
-    samples = [make_sample(seed) for seed in range(4, 100, 5)]  # 20 scene items
-    pixels, grid = video_patches(processor, torch.from_numpy(np.stack([s.video for s in samples])))
-    batch = PromptBuilder(processor, model.config).batch([s.question for s in samples], [s.answer for s in samples])
+    samples, pixels, grid, batch = _training_inputs(model, processor, range(4, 100, 5))  # 20 scene items
     truth = batch.input_ids[torch.arange(len(samples)), batch.answer_start]
     with torch.no_grad():
         _, logits = answer_logits(model, batch, pixels, grid)
