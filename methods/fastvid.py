@@ -7,14 +7,8 @@ import torch
 from vidcompress.assemble import merge_tokens
 from vidcompress.compressor import Compressor
 from vidcompress.ops.dpc_knn import density_peaks, rank_desc
-from vidcompress.ops.padded_groups import (
-    pad_by_representative,
-    padded_candidates,
-    padded_priority,
-    reconcile_padded,
-    true_indices,
-)
-from vidcompress.ops.reconcile import group_by_representative
+from vidcompress.ops.budgets import first_set
+from vidcompress.ops.reconcile import group_by_representative, group_priority, reconcile, release_candidates
 from vidcompress.ops.temporal import adjacent_similarity, cuts_with_minimum, frame_means, segment_ids, unit
 from vidcompress.registry import register_compressor
 from vidcompress.tokens import CompressedTokens, VideoTokens
@@ -127,7 +121,7 @@ class FastVID(Compressor):
         contexts = anchor_context_counts(ids, context_per_frame, self.anchor_interval)
         context = ((rank_desc(density) < contexts[:, None]) & ~salient).reshape(-1)
         # a segment's anchor frames share at most context_per_frame tokens per frame of the segment
-        context_index = true_indices(context, context_per_frame * t)  # [C], padded with T*N
+        context_index = first_set(context, context_per_frame * t)  # [C], padded with T*N
         affinity = self._context_affinity(tokens, ids, context_index)  # [T*N, C]
         pool = ~salient.reshape(-1)  # tokens to absorb
         flat = torch.arange(t * n, device=context.device)
@@ -143,14 +137,15 @@ class FastVID(Compressor):
         if self.exact:
             attention = tokens.attention.reshape(-1)
             score = torch.where(salient.reshape(-1), rank01(attention), rank01(density.reshape(-1)))
-            padded = pad_by_representative(rep_of, t * retain, weights)  # salient and context tokens: <= retain a frame
-            grouping = reconcile_padded(
+            # salient and context tokens: at most retain a frame
+            padded = group_by_representative(rep_of, weights, max_groups=t * retain)
+            grouping = reconcile(
                 padded,
                 tokens.flat_features,
                 n,
                 count,
-                padded_priority(padded, score),
-                padded_candidates(padded, attention),
+                group_priority(padded, score),
+                release_candidates(padded, attention),
             )
         else:
             grouping = group_by_representative(rep_of, weights)  # the native count: read back

@@ -13,8 +13,7 @@ from vidcompress.compressor import Compressor
 from vidcompress.kernels import calibrated_kcenter
 from vidcompress.llm_stage import LayerInputs, LayerReduction, keep_top_visual
 from vidcompress.ops.dpc_knn import dpc_knn
-from vidcompress.ops.padded_groups import pad_by_representative, reconcile_padded
-from vidcompress.ops.reconcile import Grouping, group_by_representative
+from vidcompress.ops.reconcile import Grouping, group_by_representative, reconcile
 from vidcompress.ops.temporal import adjacent_similarity, cuts_with_minimum, frame_means, segment_ids, segment_means, unit
 from vidcompress.registry import register_compressor
 from vidcompress.tokens import CompressedTokens, VideoTokens, check_retention
@@ -311,9 +310,14 @@ class FlashVID(Compressor):
         tokens, ``None`` when every member counts)."""
         t, n, _ = tokens.features.shape
         if self.exact:
-            padded = pad_by_representative(rep_of, max_groups, weights)
-            grouping = reconcile_padded(
-                padded, tokens.flat_features, n, count, self._fold_priority(padded.group, padded.representative, order)
+            padded = group_by_representative(rep_of, weights, max_groups=max_groups)
+            grouping = reconcile(
+                padded,
+                tokens.flat_features,
+                n,
+                count,
+                self._fold_priority(padded.group, padded.representative, order),
+                padded.group.new_empty(0),  # no singleton candidates: the groups always number at least count
             )
             rows, slots = padded.group, max_groups
         else:

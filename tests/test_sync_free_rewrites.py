@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 from test_sync_free import SyncGuard
 
 from vidcompress import VideoTokens, get_compressor, target_count
-from vidcompress.assemble import merge_tokens
 from vidcompress.methods.fastvid import FastVID, anchor_context_counts
 from vidcompress.methods.holitom import static_windows
 from vidcompress.methods.prunevid import contiguous_segments
@@ -22,13 +21,6 @@ from vidcompress.ops.budgets import picks_to_flat, proportional_budgets
 from vidcompress.ops.dpc_knn import rank_desc
 from vidcompress.ops.greedy import farthest_point_select, mmr_select
 from vidcompress.ops.reconcile import group_by_representative, group_priority, reconcile, release_candidates
-from vidcompress.ops.padded_groups import (
-    pad_by_representative,
-    padded_candidates,
-    padded_priority,
-    reconcile_padded,
-    true_indices,
-)
 from vidcompress.ops.similarity import minmax
 from vidcompress.ops.temporal import cuts_with_minimum, segment_bounds, segment_ids, smallest_first
 
@@ -322,35 +314,3 @@ def test_flashvid_children_match_the_per_segment_guard(frames: int, n: int, budg
     compressor = get_compressor("flashvid", temporal_threshold=threshold)
     expected = _children_oracle(best, ids, min(budget, n), threshold)
     assert torch.equal(compressor._children(best, ids, min(budget, n)), expected)
-
-
-@given(size=st.integers(1, 30), reps=st.integers(1, 30), count=st.integers(1, 30), seed=st.integers(0, 10_000))
-@FAST
-def test_padded_reconcile_matches_reconcile(size: int, reps: int, count: int, seed: int) -> None:
-    generator = torch.Generator().manual_seed(seed)
-    count = min(count, size)
-    representatives = torch.randperm(size, generator=generator)[: min(reps, size)]
-    rep_of = representatives[torch.randint(0, representatives.shape[0], (size,), generator=generator)]
-    rep_of[representatives] = representatives
-    rep_of = torch.where(torch.rand(size, generator=generator) < 0.2, -1, rep_of)
-    rep_of[representatives] = representatives
-    weights = torch.rand(size, generator=generator)
-    features = torch.randint(-1, 2, (size, 3), generator=generator).float()
-    score = torch.randint(0, 4, (size,), generator=generator).float()  # ties
-    frame_size = int(torch.randint(1, size + 1, (1,), generator=generator))
-    plain = group_by_representative(rep_of, weights)
-    expected = reconcile(plain, features, frame_size, count, group_priority(plain, score),
-                         release_candidates(plain, score))
-    padded = pad_by_representative(rep_of, size, weights)
-    assert torch.equal(padded.representative[: plain.num_groups], plain.representative)
-    assert torch.equal(padded.group, plain.group)
-    assert torch.equal(true_indices(padded.occupied, size)[: plain.num_groups], torch.arange(plain.num_groups))
-    got = reconcile_padded(padded, features, frame_size, count, padded_priority(padded, score),
-                           padded_candidates(padded, score))
-    out, ref = (merge_tokens(_flat_tokens(features), g.group, g.representative, g.weights) for g in (got, expected))
-    assert torch.equal(out.source, ref.source) and torch.equal(out.representatives, ref.representatives)
-    torch.testing.assert_close(out.features, ref.features)
-
-
-def _flat_tokens(features: torch.Tensor) -> VideoTokens:
-    return VideoTokens(features=features[None], grid=(1, 1, features.shape[0]))
