@@ -22,14 +22,14 @@ TOKEN_SELECTIONS = ("attn_div", "attn_div_v2")
 TSTM_MEANS = ("reference", "subtree")
 
 
-def calibrated_max_min(features: torch.Tensor, weight: torch.Tensor, count: int) -> torch.Tensor:
+def calibrated_max_min(normed: torch.Tensor, weight: torch.Tensor, count: int) -> torch.Tensor:
     """ADTS greedy selection, batched over frames: ``[T, N]`` selection order (``count`` and above: not selected).
 
-    With ``D_ij = 1 - cos(f_i, f_j)`` and the column weight ``w_j``, the first token is
-    ``argmax_j min_{i != j} D_ij * w_j`` and each next one ``argmax_j min_{i in S} D_ij * w_j`` over unselected ``j``
-    (:func:`~vidcompress.kernels.calibrated_kcenter`; one Triton launch on CUDA). Ties go to the lower index.
+    ``normed``: ``[T, N, D]`` float32 unit-norm features. With ``D_ij = 1 - cos(f_i, f_j)`` and the column weight
+    ``w_j``, the first token is ``argmax_j min_{i != j} D_ij * w_j`` and each next one ``argmax_j min_{i in S} D_ij * w_j``
+    over unselected ``j`` (:func:`~vidcompress.kernels.calibrated_kcenter`; one Triton launch on CUDA). Ties go to the
+    lower index.
     """
-    normed = unit(features)
     return calibrated_kcenter(1.0 - normed @ normed.transpose(1, 2), weight, count)
 
 
@@ -173,20 +173,22 @@ class FlashVID(Compressor):
         return min(implied, 1.0), float(ratio)
 
     # -- stages ---------------------------------------------------------------------------------------------------
-    def segments(self, tokens: VideoTokens) -> torch.Tensor:
-        """``[T]`` segment id of every frame (DySeg)."""
-        similarity = adjacent_similarity(frame_means(tokens.features))
+    def segments(self, frame_features: torch.Tensor) -> torch.Tensor:
+        """``[T]`` segment id of every frame (DySeg) from the ``[T, D]`` frame means."""
+        similarity = adjacent_similarity(frame_features)
         minimum = self.min_segments if self.complementary_segment else 1
         return segment_ids(cuts_with_minimum(similarity, self.segment_threshold, minimum))
 
-    def selection_weight(self, tokens: VideoTokens, ids: torch.Tensor) -> torch.Tensor:
-        """``[T, N]`` ADTS column weight (the reference's constant factor 1e6 does not change the choice)."""
-        assert tokens.attention is not None
-        weight = tokens.attention.float()
+    def selection_weight(
+        self, attention: torch.Tensor, features: torch.Tensor, frame_features: torch.Tensor, ids: torch.Tensor
+    ) -> torch.Tensor:
+        """``[T, N]`` ADTS column weight (the reference's constant factor 1e6 does not change the choice);
+        ``features`` ``[T, N, D]`` and ``frame_features`` ``[T, D]`` in float32."""
+        weight = attention.float()
         if self.token_selection == "attn_div_v2":
             frames = ids.shape[0]  # at most one segment per frame
-            segment_centre = segment_means(frame_means(tokens.features), ids, frames)[ids]  # [T, D]
-            weight = weight * torch.einsum("tnd,td->tn", tokens.features.float(), segment_centre)
+            segment_centre = segment_means(frame_features, ids, frames)[ids]  # [T, D]
+            weight = weight * torch.einsum("tnd,td->tn", features, segment_centre)
         return weight
 
     def _budget(self, tokens: VideoTokens, count: int) -> tuple[int, int]:
@@ -196,11 +198,11 @@ class FlashVID(Compressor):
         selected = math.ceil(per_frame * self.alpha)
         return selected, per_frame - selected
 
-    def _parents(self, tokens: VideoTokens, adts: torch.Tensor, ids: torch.Tensor, budget: int) -> torch.Tensor:
-        """``[T, N]`` flat index of each token's TSTM parent (itself for roots and ADTS tokens)."""
-        t, n, _ = tokens.features.shape
-        device = tokens.features.device
-        normed = unit(tokens.features)
+    def _parents(self, normed: torch.Tensor, adts: torch.Tensor, ids: torch.Tensor, budget: int) -> torch.Tensor:
+        """``[T, N]`` flat index of each token's TSTM parent (itself for roots and ADTS tokens); ``normed`` as in
+        :func:`calibrated_max_min`."""
+        t, n, _ = normed.shape
+        device = normed.device
         similarity = torch.einsum("tnd,tmd->tnm", normed[1:], normed[:-1])  # child frame t+1, parent frame t
         blocked = adts[1:, :, None] | adts[:-1, None, :] | (ids[1:] != ids[:-1])[:, None, None]
         best, parent = similarity.masked_fill(blocked, -1.0).max(-1)
@@ -233,17 +235,22 @@ class FlashVID(Compressor):
     def compress(self, tokens: VideoTokens, count: int) -> CompressedTokens:
         t, n, _ = tokens.features.shape
         device = tokens.features.device
-        ids = self.segments(tokens)
+        assert tokens.attention is not None  # checked by Compressor.__call__ (needs_attention)
+        features = tokens.features.float()  # converted once: every step below reads float32
+        frame_features = frame_means(features)
+        normed = unit(features)
+        ids = self.segments(frame_features)
         selected, merged = self._budget(tokens, count)
-        order = calibrated_max_min(tokens.features, self.selection_weight(tokens, ids), selected)
+        weight = self.selection_weight(tokens.attention, features, frame_features, ids)
+        order = calibrated_max_min(normed, weight, selected)
         adts = order < selected
-        flat_features = tokens.flat_features.float()
+        flat_features = features.reshape(t * n, -1)
         flat = torch.arange(t * n, device=device)
         if merged == 0:  # the reference then drops every other token
             rep_of = torch.where(adts.reshape(-1), flat, torch.full_like(flat, -1))
             return self._finish(tokens, rep_of, torch.ones(t * n, device=device), t * selected, order, count, None)
 
-        parent = self._parents(tokens, adts, ids, selected + merged).reshape(-1)
+        parent = self._parents(normed, adts, ids, selected + merged).reshape(-1)
         root = parent
         for _ in range(max(t - 2, 0).bit_length()):  # pointer jumping: chains are shorter than T
             root = root[root]

@@ -100,7 +100,8 @@ class _DecodeHooks:
         hidden = args[0] if args else kwargs["hidden_states"]
         if hidden.shape[1] != 1:  # the prefill
             return
-        cache = kwargs.get("past_key_values")
+        # transformers >= 5.25 passes the cache as ``cache``; earlier 5.x releases as ``past_key_values``
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
         if cache is None:
             raise ValueError("the decode stage needs generate's KV cache (use_cache=True)")
         keys = cache.layers[self.layer - 1].keys

@@ -2,7 +2,8 @@
 
 One mechanism serves every LLM-stage method and both model families (Qwen2.5-VL's text model and LLaVA-OV's Qwen2
 decoder share the layout ``language_model.layers[i].self_attn.{q,k}_proj`` and call each layer as
-``layer(hidden_states, attention_mask=..., position_embeddings=(cos, sin), position_ids=..., past_key_values=...)``):
+``layer(hidden_states, attention_mask=..., position_embeddings=(cos, sin), position_ids=..., cache=...)``, the cache
+keyword being ``past_key_values`` before transformers 5.25):
 
 * a forward hook on ``layers[K-1].self_attn`` recomputes, during prefill only, the attention that the requested
   queries (last token, or the text after the video) pay to every position — rotary applied, GQA heads repeated,

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 import vidcompress
-from vidcompress import VideoTokens, available_methods, get_compressor, method_info, target_count
+from vidcompress import VideoTokens, available_methods, get_compressor, graphed, method_info, target_count
 from vidcompress.kernels import (
     aligned_above,
     aligned_cosine,
@@ -284,11 +284,14 @@ def best_match_agreement(video: torch.Tensor, repeats: int = 5) -> dict[str, Any
 
 
 def time_method(name: str, grid: tuple[int, int, int], dim: int, retention: float = 0.25,
-                device: torch.device | None = None, warmup: int = 3, runs: int = 10, **params: Any) -> dict[str, Any]:
+                device: torch.device | None = None, warmup: int = 3, runs: int = 10, cuda_graph: bool = False,
+                **params: Any) -> dict[str, Any]:
     """Hook for the token-stage methods: median ms of ``get_compressor(name, retention=...)`` on random inputs.
 
     The input is a :class:`VideoTokens` of random bf16 features ``[T, H*W, dim]`` with ``check_finite=False``,
     random attention (a softmax over each frame's tokens) and, for methods that need it, a random 16-token query.
+    With ``cuda_graph`` the same inputs also go through :func:`vidcompress.graphed` (input copy, one replay, output
+    clone: what a caller pays), and the graphed output is checked against the eager one on two fresh inputs.
     """
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     t, h, w = grid
@@ -307,8 +310,32 @@ def time_method(name: str, grid: tuple[int, int, int], dim: int, retention: floa
     inputs = rotating(make, t * h * w * dim * 2)
     ms = median_ms(compressor, inputs, warmup, runs, device)
     count = compressor(inputs[0]).features.shape[0]
-    return {"method": name, "grid": list(grid), "dim": dim, "retention": retention, "ms": ms, "tokens_out": count,
-            "target_count": target_count(grid, retention)}
+    row = {"method": name, "grid": list(grid), "dim": dim, "retention": retention, "ms": ms, "tokens_out": count,
+           "target_count": target_count(grid, retention)}
+    if cuda_graph:
+        replayed = graphed(compressor)
+        try:
+            row["graph_ms"] = median_ms(replayed, inputs, warmup, runs, device)
+            row.update(graph_agreement(compressor, replayed, [make(1000 + i) for i in range(2)]))
+        except RuntimeError as error:  # the eager timing stands; the row says why the graph failed
+            row.update(graph_ms=None, graph_agrees=False, graph_error=f"{type(error).__name__}: {error}"[:300])
+    return row
+
+
+def graph_agreement(eager: Any, replayed: Any, checks: list[VideoTokens]) -> dict[str, Any]:
+    """Graphed vs eager output on fresh inputs: identical ``source`` / ``representatives`` / positions, features
+    within bf16 rounding (a float ``index_add_`` may sum in another order)."""
+    same_grouping, feature_err = True, 0.0
+    for tokens in checks:
+        want, got = eager(tokens), replayed(tokens)
+        same_grouping &= all(torch.equal(getattr(want, f), getattr(got, f))
+                             for f in ("source", "representatives", "positions"))
+        if want.position_sets is not None:
+            same_grouping &= got.position_sets is not None and torch.equal(want.position_sets, got.position_sets)
+        scale = max(1.0, want.features.float().abs().max().item())
+        feature_err = max(feature_err, (want.features.float() - got.features.float()).abs().max().item() / scale)
+    return {"graph_same_grouping": same_grouping, "graph_feature_err": feature_err,
+            "graph_agrees": same_grouping and feature_err <= 1.6e-2}
 
 
 def token_methods() -> list[str]:
@@ -328,6 +355,22 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         agrees = "" if "agree" not in row else ("yes" if row["agree"] else "**NO**")
         lines.append(f"| {row['size']} | {row['op']} | {fmt(row['triton_ms'])} | {fmt(row['torch_ms'])} | "
                      f"{fmt(speedup, 1)} | {fmt(row['triton_tb_s'], 2)} | {fmt(share, 0)} | {agrees} |")
+    return "\n".join(lines)
+
+
+def method_markdown(rows: list[dict[str, Any]]) -> str:
+    """The token-stage table: eager ms and, where timed, CUDA-graph ms and its agreement with eager."""
+    graphs = any("graph_ms" in row for row in rows)
+    head = "| size | method | retention | eager ms |" + (" graph ms | graph agrees |" if graphs else "") + " tokens out |"
+    lines = [head, "|" + " --- |" * (head.count("|") - 1)]
+    for row in rows:
+        cells = [row["size"], row["method"], str(row["retention"]), f"{row['ms']:.3f}"]
+        if graphs:
+            graph_ms = row.get("graph_ms")
+            agrees = row.get("graph_agrees")
+            cells += [fmt(graph_ms), "" if agrees is None else ("yes" if agrees else "**NO**")]
+        cells.append(str(row["tokens_out"]) if "error" not in row else row["error"])
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -351,6 +394,8 @@ def main() -> None:
     parser.add_argument("--methods", default="", help="'all' or comma-separated registered methods to time too")
     parser.add_argument("--retention", type=float, default=0.25, help="retention for --methods")
     parser.add_argument("--sweep", action="store_true", help="also time segment-mean launch configs")
+    parser.add_argument("--cuda-graph", action="store_true",
+                        help="methods: also time each through vidcompress.graphed (one CUDA graph replay per call)")
     parser.add_argument("--device-time", action="store_true",
                         help="kernel rows: device time only (a GPU stall hides host/launch overhead)")
     parser.add_argument("--quick", action="store_true", help="tiny size, few runs: a smoke test (CPU works)")
@@ -372,7 +417,8 @@ def main() -> None:
     for name_, (t, h, w, d) in sizes.items():
         for method in names:
             try:
-                row = time_method(method, (t, h, w), d, args.retention, device, args.warmup, args.runs)
+                row = time_method(method, (t, h, w), d, args.retention, device, args.warmup, args.runs,
+                                  cuda_graph=args.cuda_graph and device.type == "cuda")
             except Exception as error:  # one failing method must not lose the other timings
                 row = {"method": method, "retention": args.retention, "ms": float("nan"), "tokens_out": None,
                        "error": f"{type(error).__name__}: {error}"}
@@ -380,10 +426,7 @@ def main() -> None:
 
     print(markdown(bench.rows))
     if method_rows:
-        print("\n| size | method | retention | ms | tokens out |\n| --- | --- | --- | --- | --- |")
-        for row in method_rows:
-            print(f"| {row['size']} | {row['method']} | {row['retention']} | {row['ms']:.3f} | "
-                  f"{row['tokens_out'] if 'error' not in row else row['error']} |")
+        print("\n" + method_markdown(method_rows))
     if sweep_rows:
         print("\n| size | retention | BLOCK_K, BLOCK_D, warps | ms | % of copy | agrees |")
         print("| --- | --- | --- | --- | --- | --- |")

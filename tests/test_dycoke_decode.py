@@ -132,7 +132,7 @@ def layerwise_reference(model, llm_inputs, dycoke, steps: int) -> tuple[torch.Te
                 rule = pruned if number >= layer else allowed
                 additive = torch.zeros(rule.shape).masked_fill(~rule, torch.finfo(torch.float32).min)[:, None]
                 hidden = decoder_layer(hidden, attention_mask=additive, position_embeddings=(cos, sin),
-                                       position_ids=None, past_key_values=None, use_cache=False)
+                                       position_ids=None, use_cache=False)
             logits.append(model.lm_head(lm.norm(hidden))[:, -1])
             next_token = logits[-1].argmax(-1)
             embeds = torch.cat([embeds, embed(next_token)[:, None]], dim=1)

@@ -100,7 +100,7 @@ def layerwise_reference(model, llm_inputs, keep: torch.Tensor, layer: int, steps
                 allowed = (rows[:, None, :] <= rows[:, :, None]) & torch.gather(mask.bool(), 1, rows)[:, None, :]
                 additive = torch.zeros(allowed.shape).masked_fill(~allowed, torch.finfo(torch.float32).min)[:, None]
                 hidden = decoder_layer(hidden, attention_mask=additive, position_embeddings=(cos, sin),
-                                       position_ids=None, past_key_values=None, use_cache=False)
+                                       position_ids=None, use_cache=False)
             next_token = model.lm_head(lm.norm(hidden))[:, -1].argmax(-1)
             generated.append(next_token)
             embeds = torch.cat([embeds, embed(next_token)[:, None]], dim=1)

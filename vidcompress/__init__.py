@@ -11,6 +11,7 @@ from typing import Any
 
 from .assemble import identity, merge_tokens, select_tokens
 from .compressor import Compressor, Pipeline
+from .cuda_graph import GraphedCompressor, graphed
 from .registry import (
     MethodInfo,
     UnknownMethodError,
@@ -31,6 +32,8 @@ __all__ = [
     "target_count",
     "Compressor",
     "Pipeline",
+    "GraphedCompressor",
+    "graphed",
     "MethodInfo",
     "UnknownMethodError",
     "UnknownParameterError",

@@ -17,6 +17,7 @@ import torch
 from transformers import LogitsProcessorList, PreTrainedModel, ProcessorMixin
 
 from .compressor import Compressor, Pipeline
+from .cuda_graph import GraphedCompressor, graphed
 from .models.vision_attention import VISION_ATTENTION_CHOICES, set_vision_attention
 from .frame_stage import FrameSelection, complete_groups, resize_frames
 from .registry import get_compressor
@@ -61,7 +62,7 @@ class VideoLLM:
         self,
         model: PreTrainedModel,
         processor: ProcessorMixin,
-        compressor: Compressor | Pipeline,
+        compressor: Compressor | Pipeline | GraphedCompressor,
         *,
         rope_compat: str = "reference",
         random_weights: bool = False,
@@ -278,6 +279,7 @@ def wrap(
     attn_implementation: str | None = None,
     rope_compat: str = "reference",
     vision_attention: str = "stock",
+    cuda_graph: bool = False,
     **params: Any,
 ) -> VideoLLM:
     """Wrap a video LLM with the compressor ``method`` at ``retention``.
@@ -294,9 +296,13 @@ def wrap(
         vision_attention: ``"stock"`` (the model's vision attention as loaded) or ``"batched"``: Qwen2.5-VL's
             windowed ViT runs all windows of a block in one batched sdpa call instead of a Python loop, with the
             same result (:mod:`vidcompress.models.vision_attention`; no effect on LLaVA-OneVision).
+        cuda_graph: replay the token stage as one CUDA graph per input signature (:func:`vidcompress.graphed`): the
+            first call of a grid captures it, later ones cost one launch instead of hundreds; no effect on CPU.
         **params: the method's own parameters.
     """
-    compressor = get_compressor(method, retention=retention, **params)
+    compressor: Compressor | Pipeline | GraphedCompressor = get_compressor(method, retention=retention, **params)
+    if cuda_graph:
+        compressor = graphed(compressor)
     if vision_attention not in VISION_ATTENTION_CHOICES:
         raise ValueError(f"vision_attention must be one of {', '.join(VISION_ATTENTION_CHOICES)}, got {vision_attention!r}")
     random_weights = False

@@ -50,7 +50,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .api import wrap
 
     _progress(f"loading {args.model} with method {args.method!r} at retention {args.retention:g}")
-    vlm = wrap(args.model, method=args.method, retention=args.retention, device=args.device, **parse_params(args.param))
+    vlm = wrap(args.model, method=args.method, retention=args.retention, device=args.device,
+               cuda_graph=args.cuda_graph, **parse_params(args.param))
     _progress(f"answering about {args.video}")
     answer = vlm.ask(
         args.video,
@@ -212,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-frames", type=int, default=None)
     run.add_argument("--max-new-tokens", type=int, default=64)
     run.add_argument("--device", default=None)
+    run.add_argument("--cuda-graph", action="store_true",
+                     help="replay the token stage as a CUDA graph (pays off from the second call of a signature)")
     run.add_argument("--json", action="store_true", help="machine-readable output")
     run.set_defaults(handler=_cmd_run)
 

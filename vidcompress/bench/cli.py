@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--vision-attention", choices=VISION_ATTENTION_CHOICES, default="batched",
                         help="batched: Qwen2.5-VL's windowed ViT in one sdpa call per group of equal windows, exact "
                         "(vidcompress.models.vision_attention); stock: --attn's per-window loop")
+    parser.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=True,
+                        help="replay each method's token stage as one CUDA graph (vidcompress.graphed; the default, "
+                        "as a server would run it); --no-cuda-graph: launch its kernels one by one from Python")
     parser.add_argument("--checkpoint", action="append", default=[], metavar="MODEL=PATH",
                         help="load real weights for MODEL from PATH (local path or hub id)")
     parser.add_argument("--time-budget-s", type=float, default=None,
@@ -186,6 +189,7 @@ def bench_command(argv: list[str]) -> int:
         checkpoints=checkpoints,
         attn_implementation=args.attn,
         vision_attention=args.vision_attention,
+        cuda_graph=args.cuda_graph,
         frame_size=112 if args.tiny else args.frame_size,
         time_budget_s=args.time_budget_s,
         prepare_repeats=1 if args.tiny else 3,

@@ -35,6 +35,7 @@ from transformers import BatchFeature, LogitsProcessor, LogitsProcessorList
 
 from vidcompress.api import VideoLLM
 from vidcompress.compressor import Compressor, Pipeline
+from vidcompress.cuda_graph import GraphedCompressor, graphed
 from vidcompress.registry import get_compressor
 from vidcompress.tokens import target_count
 from vidcompress.video import VideoClip, load_video, sample_indices
@@ -179,9 +180,11 @@ def prepare_video(vlm: VideoLLM, path: Path, frames: int, question: str, repeats
     )
 
 
-def compressor_for(method: str, retention: float) -> Compressor | Pipeline:
-    """The compressor timed for ``method`` (the ideal times ``uniform``'s output, chosen outside the timed region)."""
-    return get_compressor("uniform" if method == IDEAL else method, retention=retention)
+def compressor_for(method: str, retention: float, cuda_graph: bool = False) -> Compressor | Pipeline | GraphedCompressor:
+    """The compressor timed for ``method`` (the ideal times ``uniform``'s output, chosen outside the timed region);
+    with ``cuda_graph`` its token stage replays as a CUDA graph (:func:`vidcompress.graphed`)."""
+    compressor = get_compressor("uniform" if method == IDEAL else method, retention=retention)
+    return graphed(compressor) if cuda_graph else compressor
 
 
 def time_run(

@@ -24,6 +24,10 @@ VISION_ATTENTION_NOTE = (
     "(vidcompress.models.vision_attention, same result as the stock per-window loop); stock = the loop; "
     "LLaVA-OV's SigLIP is unaffected"
 )
+TOKEN_STAGE_NOTE = (
+    "cuda_graph = each method's token stage replays as one CUDA graph per input signature (vidcompress.graphed: "
+    "input copy, replay, output clone, all timed); eager = its kernels launched one by one from Python"
+)
 PUBLISHED_SPEEDUPS = {  # anchors.md §2.6 / §3, LLaVA-OV-7B
     "holitom": "TTFT 2.28x (headline)",
     "fastvid": "prefill 7.1x (headline)",
@@ -254,6 +258,7 @@ def markdown_report(doc: dict[str, Any], retention: float = 0.1, ideal_frames: i
         lines.append(f"  - {name}: {info['checkpoint']}, {info['parameters'] / 1e9:.2f} B parameters, {info['dtype']}, "
                      f"attention {info['attn_implementation']}")
     lines.append(f"- vision attention: {doc.get('vision_attention', 'stock')} ({VISION_ATTENTION_NOTE})")
+    lines.append(f"- token stage: {doc.get('token_stage', 'eager')} ({TOKEN_STAGE_NOTE})")
     lines += [f"- timing: {doc['timing']}", f"- FLOPs: {doc['flops_convention']}"]
     if doc.get("time_budget_s") is not None:
         skipped = sum(1 for row in rows if row["status"].startswith("skipped: time"))

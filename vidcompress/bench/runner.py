@@ -89,6 +89,7 @@ def run_plan(
     checkpoints: dict[str, str] | None = None,
     attn_implementation: str = "sdpa",
     vision_attention: str = "batched",
+    cuda_graph: bool = True,
     frame_size: int = 448,
     time_budget_s: float | None = None,
     prepare_repeats: int = 3,
@@ -99,7 +100,8 @@ def run_plan(
     started = clock()
     hard_deadline = None if time_budget_s is None else started + time_budget_s
     result: dict[str, Any] = {**environment(command), "random_weights": not checkpoints, "models": {}, "rows": []}
-    result.update(device=str(device), vision_attention=vision_attention, time_budget_s=time_budget_s)
+    result.update(device=str(device), vision_attention=vision_attention, time_budget_s=time_budget_s,
+                  token_stage="cuda_graph" if cuda_graph and device.type == "cuda" else "eager")
     out_json.parent.mkdir(parents=True, exist_ok=True)
     slot = ModelSlot(device, checkpoints or {}, attn_implementation, vision_attention)
     failed_at: dict[tuple[str, str, float], int] = {}
@@ -160,7 +162,8 @@ def _measure_comparison(
     clock: Callable[[], float],
     progress: Callable[[str], None],
 ) -> dict[Case, dict[str, Any]]:
-    """Time ``cases`` (one model and frame count) interleaved; one result row per case."""
+    """Time ``cases`` (one model and frame count) interleaved; one result row per case. The token stage runs as
+    ``result["token_stage"]`` says (``"cuda_graph"``: :func:`vidcompress.graphed`, else eager)."""
     failure = None
     try:
         vlm, info = slot.get(cases[0].model)
@@ -176,7 +179,8 @@ def _measure_comparison(
     settings = cases[0].settings
     counts: dict[Case, dict[str, Any]] = {}
     peaks: dict[Case, float] = {}
-    compressors = {case: compressor_for(case.method, case.retention) for case in cases}
+    cuda_graph = result["token_stage"] == "cuda_graph"
+    compressors = {case: compressor_for(case.method, case.retention, cuda_graph) for case in cases}
 
     def run(case: Case, new_tokens: int = 1) -> dict[str, float]:
         vlm.compressor = compressors[case]
