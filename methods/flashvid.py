@@ -10,11 +10,18 @@ import torch
 
 from vidcompress.assemble import merge_tokens
 from vidcompress.compressor import Compressor
-from vidcompress.kernels import calibrated_kcenter
+from vidcompress.kernels import calibrated_kcenter, segment_mean
 from vidcompress.llm_stage import LayerInputs, LayerReduction, keep_top_visual
 from vidcompress.ops.dpc_knn import dpc_knn
 from vidcompress.ops.reconcile import Grouping, group_by_representative, reconcile
-from vidcompress.ops.temporal import adjacent_similarity, cuts_with_minimum, frame_means, segment_ids, segment_means, unit
+from vidcompress.ops.temporal import (
+    adjacent_similarity,
+    cuts_with_minimum,
+    frame_means,
+    segment_ids,
+    segment_means,
+    unit_and_norm,
+)
 from vidcompress.registry import register_compressor
 from vidcompress.tokens import CompressedTokens, VideoTokens, check_retention
 
@@ -180,15 +187,17 @@ class FlashVID(Compressor):
         return segment_ids(cuts_with_minimum(similarity, self.segment_threshold, minimum))
 
     def selection_weight(
-        self, attention: torch.Tensor, features: torch.Tensor, frame_features: torch.Tensor, ids: torch.Tensor
+        self, attention: torch.Tensor, normed: torch.Tensor, norm: torch.Tensor, frame_features: torch.Tensor,
+        ids: torch.Tensor,
     ) -> torch.Tensor:
-        """``[T, N]`` ADTS column weight (the reference's constant factor 1e6 does not change the choice);
-        ``features`` ``[T, N, D]`` and ``frame_features`` ``[T, D]`` in float32."""
+        """``[T, N]`` ADTS column weight (the reference's constant factor 1e6 does not change the choice). The event
+        relevance ``<f_j, centre>`` is computed as ``||f_j|| <f_j / ||f_j||, centre>`` from the unit features
+        ``normed`` ``[T, N, D]`` and their norms ``[T, N, 1]`` (float32), so no float32 copy of ``f`` is needed."""
         weight = attention.float()
         if self.token_selection == "attn_div_v2":
             frames = ids.shape[0]  # at most one segment per frame
             segment_centre = segment_means(frame_features, ids, frames)[ids]  # [T, D]
-            weight = weight * torch.einsum("tnd,td->tn", features, segment_centre)
+            weight = weight * norm[..., 0] * torch.einsum("tnd,td->tn", normed, segment_centre)
         return weight
 
     def _budget(self, tokens: VideoTokens, count: int) -> tuple[int, int]:
@@ -236,15 +245,13 @@ class FlashVID(Compressor):
         t, n, _ = tokens.features.shape
         device = tokens.features.device
         assert tokens.attention is not None  # checked by Compressor.__call__ (needs_attention)
-        features = tokens.features.float()  # converted once: every step below reads float32
-        frame_features = frame_means(features)
-        normed = unit(features)
+        normed, norm = unit_and_norm(tokens.features)  # the one float32 copy of the video
+        frame_features = frame_means(tokens.features)
         ids = self.segments(frame_features)
         selected, merged = self._budget(tokens, count)
-        weight = self.selection_weight(tokens.attention, features, frame_features, ids)
+        weight = self.selection_weight(tokens.attention, normed, norm, frame_features, ids)
         order = calibrated_max_min(normed, weight, selected)
         adts = order < selected
-        flat_features = features.reshape(t * n, -1)
         flat = torch.arange(t * n, device=device)
         if merged == 0:  # the reference then drops every other token
             rep_of = torch.where(adts.reshape(-1), flat, torch.full_like(flat, -1))
@@ -256,13 +263,16 @@ class FlashVID(Compressor):
             root = root[root]
         is_root = (parent == flat) & ~adts.reshape(-1)
         other = ~adts.reshape(-1)
-        if self.tstm_mean == "reference":
-            divisor = 1.0 + self._counts(parent, other & ~is_root)  # 1 + direct children
+        tree_size = self._counts(root, other)
+        # each root's tree mean (float32 accumulation of the input rows, one segment-mean pass)
+        values = segment_mean(tokens.flat_features, torch.where(other, root, -1), t * n, dtype=torch.float32,
+                              validate=False)
+        if self.tstm_mean == "reference":  # tree sum / (1 + direct children)
+            divisor = 1.0 + self._counts(parent, other & ~is_root)
+            values = values * (tree_size / divisor.clamp(min=1))[:, None]
         else:
-            divisor = self._counts(root, other)  # tree size
-        sums = torch.zeros(t * n + 1, flat_features.shape[1], device=device)
-        sums = sums.index_add_(0, torch.where(other, root, t * n), flat_features)[: t * n]
-        values = (sums / divisor.clamp(min=1)[:, None]).reshape(t, n, -1)
+            divisor = tree_size
+        values = values.reshape(t, n, -1)
 
         centre_of = self._spatial_merge(values, is_root.reshape(t, n), ids, merged)
         rep_of = torch.where(adts.reshape(-1), flat, centre_of[root])

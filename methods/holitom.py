@@ -279,7 +279,7 @@ class HoliTom(Compressor):
         temporal means."""
         t, n = window_of.shape[0], static.shape[1]
         lengths = torch.zeros(t, device=static.device).index_add_(0, window_of, torch.ones(t, device=static.device))
-        units = torch.nan_to_num(segment_means(tokens.features, window_of, t))  # [windows, N, D]; empty: 0
+        units = segment_means(tokens.features, window_of, t)  # [windows, N, D]; empty windows: zeros
         sizes = static.sum(1)
         clusters = torch.where(sizes > 0, torch.round(sizes * ratio).long().clamp(min=1), 0)
         centre, assignment = dpc_knn(units, clusters, clusters.clamp(min=1, max=self.k), static, max_k=self.k)

@@ -126,7 +126,7 @@ class PruneVid(Compressor):
         dynamic = ~static[segment_of]  # [T, N]
         ratio = self._ratio(static, dynamic, count)
 
-        means = torch.nan_to_num(segment_means(tokens.features, segment_of, segments))  # empty segments: 0
+        means = segment_means(tokens.features, segment_of, segments)  # empty segments: zeros
         centre, assignment = dpc_knn(means, self._cluster_counts(static.sum(1), ratio), self.k, static, max_k=self.k)
         starts = lengths.cumsum(0) - lengths
         static_rep = torch.where(assignment >= 0, starts[:, None] * n + assignment, torch.full_like(assignment, -1))

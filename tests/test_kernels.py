@@ -136,6 +136,25 @@ def test_segment_mean_triton_agrees(
     _assert_close(out, segment_mean(features, source, segments, weights, use_triton=False), dtype)
 
 
+@pytest.mark.parametrize("use_triton", [False, True])
+def test_segment_mean_float32_output_of_bf16_features(use_triton: bool) -> None:
+    """``dtype=torch.float32`` returns the float32 accumulation itself, not its bf16 rounding."""
+    features = _random(4, 60, 24, dtype=torch.bfloat16)
+    source = torch.randint(-1, 7, (60,), generator=torch.Generator().manual_seed(5))
+    weights = torch.rand(60, generator=torch.Generator().manual_seed(6))
+    exact = segment_mean(features.double(), source, 7, weights.double(), use_triton=False)
+    out = _poisoned_like((7, 24), torch.float32)
+    result = segment_mean(features, source, 7, weights, out=out, dtype=torch.float32, use_triton=use_triton)
+    assert result is out
+    torch.testing.assert_close(out.double(), exact, rtol=1e-5, atol=1e-5)  # bf16 rounding would be ~4e-3
+    rounded = segment_mean(features, source, 7, weights, use_triton=use_triton)
+    assert rounded.dtype == torch.bfloat16 and not torch.equal(rounded.float(), out)
+    with pytest.raises(ValueError, match="out must be"):
+        segment_mean(features, source, 7, out=torch.empty(7, 24, dtype=torch.bfloat16), dtype=torch.float32)
+    with pytest.raises(ValueError, match="dtype must be"):
+        segment_mean(features, source, 7, dtype=torch.long)
+
+
 def test_segment_mean_long_segment_and_block_sizes() -> None:
     features = _random(2, 300, 37)
     source = torch.zeros(300, dtype=torch.long)

@@ -38,9 +38,14 @@ def segment_offsets(source: torch.Tensor, num_segments: int) -> tuple[torch.Tens
 
 
 def segment_mean_reference(
-    features: torch.Tensor, source: torch.Tensor, num_segments: int, weights: torch.Tensor | None = None
+    features: torch.Tensor,
+    source: torch.Tensor,
+    num_segments: int,
+    weights: torch.Tensor | None = None,
+    dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
-    """PyTorch path: float32 ``index_add_`` of the weighted members, divided by their total weight.
+    """PyTorch path: float32 ``index_add_`` of the weighted members, divided by their total weight; returned in
+    ``dtype`` (default: ``features``' dtype).
 
     Dropped tokens go to a scratch row ``K`` that is discarded, so their values never touch a kept row.
     """
@@ -57,7 +62,7 @@ def segment_mean_reference(
     sums, totals = sums[:num_segments], totals[:num_segments]
     safe_totals = torch.where(totals != 0, totals, torch.ones_like(totals))
     mean = torch.where((totals != 0)[:, None], sums / safe_totals[:, None], torch.zeros_like(sums))
-    return mean.to(features.dtype)
+    return mean.to(dtype or features.dtype)
 
 
 def _check_features(features: torch.Tensor) -> None:
@@ -87,13 +92,13 @@ def _check_weights(weights: torch.Tensor | None, length: int, device: torch.devi
         raise ValueError("weights must be finite and non-negative")
 
 
-def _check_out(out: torch.Tensor | None, shape: tuple[int, int], features: torch.Tensor) -> None:
+def _check_out(out: torch.Tensor | None, shape: tuple[int, int], features: torch.Tensor,
+               dtype: torch.dtype | None = None) -> None:
     if out is None:
         return
-    if tuple(out.shape) != shape or out.dtype != features.dtype or out.device != features.device:
-        raise ValueError(
-            f"out must be a {shape} {features.dtype} tensor on {features.device}, got {_describe(out)}"
-        )
+    dtype = dtype or features.dtype
+    if tuple(out.shape) != shape or out.dtype != dtype or out.device != features.device:
+        raise ValueError(f"out must be a {shape} {dtype} tensor on {features.device}, got {_describe(out)}")
     if out.shape[1] > 1 and out.stride(1) != 1:
         raise ValueError("out must have unit stride along D")
 
@@ -116,6 +121,7 @@ def segment_mean(
     weights: torch.Tensor | None = None,
     *,
     out: torch.Tensor | None = None,
+    dtype: torch.dtype | None = None,
     use_triton: bool | None = None,
     validate: bool = True,
 ) -> torch.Tensor:
@@ -126,26 +132,30 @@ def segment_mean(
         source: ``[M]`` integer output row of each token in ``0 .. num_segments - 1``, or ``-1`` to drop it.
         num_segments: ``K``, fixed by the caller before the data is seen.
         weights: optional ``[M]`` non-negative member weights (default: plain mean).
-        out: optional ``[K, D]`` tensor of ``features``' dtype to write into (every row is written).
+        out: optional ``[K, D]`` tensor of the output dtype to write into (every row is written).
+        dtype: output dtype (default: ``features``' dtype); e.g. ``torch.float32`` keeps the float32 accumulation
+            of bf16 features without a float32 copy of the input.
         use_triton: ``None`` chooses (Triton on CUDA), ``True`` / ``False`` force (see :mod:`._dispatch`).
         validate: check the values of ``source`` and ``weights`` (reads a flag back to the host); pass ``False``
             on the hot path once the indices are trusted. Shapes, dtypes and devices are always checked.
 
     Returns:
-        ``[K, D]`` in ``features``' dtype; rows without members (or with zero total weight) are zeros.
+        ``[K, D]`` in ``dtype``; rows without members (or with zero total weight) are zeros.
     """
     _check_features(features)
     _check_num_segments(num_segments)
     _check_index("source", source, features.shape[0], features.device)
     _check_weights(weights, features.shape[0], features.device, validate)
-    _check_out(out, (num_segments, features.shape[1]), features)
+    if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
+        raise ValueError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
+    _check_out(out, (num_segments, features.shape[1]), features, dtype)
     if validate and source.numel() and not bool(((source >= -1) & (source < num_segments)).all()):
         raise ValueError(f"source values must lie in [-1, {num_segments}) for num_segments={num_segments}")
     if not resolve_use_triton(features, use_triton):
-        result = segment_mean_reference(features, source.long(), num_segments, weights)
+        result = segment_mean_reference(features, source.long(), num_segments, weights, dtype)
         return result if out is None else out.copy_(result)
     members, offsets = segment_offsets(source, num_segments)
-    return _launch(features, members, offsets, weights, out)
+    return _launch(features, members, offsets, weights, out, dtype=dtype)
 
 
 def segment_mean_csr(
@@ -187,13 +197,15 @@ def _launch(
     weights: torch.Tensor | None,
     out: torch.Tensor | None,
     config: tuple[int, int, int] | None = None,
+    dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     from ._triton.segment_mean import SegmentMeanConfig, launch_segment_mean
 
     if features.shape[1] > 1 and features.stride(1) != 1:
         features = features.contiguous()
     if out is None:
-        out = torch.empty(offsets.shape[0] - 1, features.shape[1], dtype=features.dtype, device=features.device)
+        out = torch.empty(offsets.shape[0] - 1, features.shape[1], dtype=dtype or features.dtype,
+                          device=features.device)
     weights = None if weights is None else weights.float().contiguous()
     config = None if config is None else SegmentMeanConfig(*config)
     return launch_segment_mean(features, members.contiguous(), offsets.contiguous(), weights, out, config)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..kernels import segment_mean
 from .temporal import smallest_first, unit
 
 __all__ = ["Grouping", "group_by_representative", "release_candidates", "group_priority", "reconcile"]
@@ -152,10 +153,9 @@ def _fold(
     totals = torch.zeros(num_groups, device=device).index_add_(0, safe, grouping.weights * member)
     # member-count weighting, so that folding two rows averages them by their number of members
     weights = grouping.weights * (sizes / totals.clamp(min=1e-30))[safe] * member
-    if grouping.features is None:
-        sums = torch.zeros(num_groups, features.shape[1], device=device)
-        sums.index_add_(0, safe, features.float() * weights[:, None])
-        means = unit(sums / sizes.clamp(min=1)[:, None])
+    if grouping.features is None:  # the direction of each group's weighted mean (one segment-mean pass)
+        means = unit(segment_mean(features, torch.where(member, group, -1), num_groups, weights,
+                                  dtype=torch.float32, validate=False))
     else:
         means = unit(grouping.features)
     # lowest priority folds first; ties: the group with the lower representative folds first
