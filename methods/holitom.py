@@ -240,7 +240,6 @@ class HoliTom(Compressor):
     def compress(self, tokens: VideoTokens, count: int) -> CompressedTokens:
         assert tokens.attention is not None  # checked by Compressor.__call__
         t, n, _ = tokens.features.shape
-        device = tokens.features.device
         similarity = aligned_similarity(tokens.features)
         window_of, removed = static_windows(similarity, self.tau, self.max_window)
         total = t * n
