@@ -9,10 +9,13 @@ markdown table and writes JSON (command, GPU, versions, date, rows) under ``benc
     python scripts/bench_kernels.py                      # all kernels, all sizes (needs a CUDA GPU)
     python scripts/bench_kernels.py --methods all        # also every registered token-stage method (time_method)
     python scripts/bench_kernels.py --sweep              # also time segment-mean launch configs (pick the default)
+    python scripts/bench_kernels.py --methods all --cuda-graph   # methods eager and as one CUDA graph replay
+    python scripts/bench_kernels.py --report-only benchmarks/results/kernels_h100.json   # rewrite its .md
     TRITON_INTERPRET=1 python scripts/bench_kernels.py --quick   # CPU smoke test of the script itself
 
 Bandwidth is "minimum bytes" (each input read once, each output written once) over time; "% copy" compares it with
-``torch.empty_like(x).copy_(x)`` on the same input (read + write).
+``torch.empty_like(x).copy_(x)`` on the same input (read + write), "% same-bytes copy" (segment mean) with a copy
+that moves as many bytes as the merge (the same launch and ramp-up costs on a smaller transfer).
 """
 
 from __future__ import annotations
@@ -401,6 +404,25 @@ def versions() -> dict[str, str]:
     return info
 
 
+def report(record: dict[str, Any]) -> str:
+    """The markdown of a result record: header (command, device, versions, date), kernel rows, token-stage methods,
+    and the launch-config sweep when there is one."""
+    lines = ["# Kernels and token-stage methods", "", f"- command: `{record['command']}`",
+             f"- device: {record['gpu']}; {record['versions']}; {record['date']}",
+             f"- CUDA events, median of {record['runs']} runs after {record['warmup']} warm-up, rotating inputs, "
+             f"kernel rows device time only: {record['device_time']}", "", markdown(record["rows"])]
+    if record["methods"]:
+        lines += ["", method_markdown(record["methods"])]
+    if record["sweep"]:
+        lines += ["", "| size | retention | BLOCK_K, BLOCK_D, warps | ms | % of copy | agrees |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for row in record["sweep"]:
+            mark = " (default)" if row["default"] else ""
+            lines.append(f"| {row['size']} | {row['retention']} | {row['config']}{mark} | {row['ms']:.4f} | "
+                         f"{100 * row['fraction_of_copy']:.0f} | {'yes' if row['agree'] else '**NO**'} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default=",".join(SIZES), help="comma-separated subset of: " + ", ".join(SIZES))
@@ -415,7 +437,12 @@ def main() -> None:
                         help="kernel rows: device time only (a GPU stall hides host/launch overhead)")
     parser.add_argument("--quick", action="store_true", help="tiny size, few runs: a smoke test (CPU works)")
     parser.add_argument("--out", type=Path, default=None, help="JSON path (default: benchmarks/results/...)")
+    parser.add_argument("--report-only", type=Path, default=None, help="rewrite the markdown of a result JSON")
     args = parser.parse_args()
+    if args.report_only is not None:
+        args.report_only.with_suffix(".md").write_text(report(json.loads(args.report_only.read_text())))
+        print(f"wrote {args.report_only.with_suffix('.md')}")
+        return
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type != "cuda" and not args.quick:
         sys.exit("bench_kernels.py needs a CUDA GPU (use --quick with TRITON_INTERPRET=1 for a CPU smoke test)")
@@ -439,27 +466,20 @@ def main() -> None:
                        "error": f"{type(error).__name__}: {error}"}
             method_rows.append({"size": name_, **row})
 
-    print(markdown(bench.rows))
-    if method_rows:
-        print("\n" + method_markdown(method_rows))
-    if sweep_rows:
-        print("\n| size | retention | BLOCK_K, BLOCK_D, warps | ms | % of copy | agrees |")
-        print("| --- | --- | --- | --- | --- | --- |")
-        for row in sweep_rows:
-            mark = " (default)" if row["default"] else ""
-            print(f"| {row['size']} | {row['retention']} | {row['config']}{mark} | {row['ms']:.4f} | "
-                  f"{100 * row['fraction_of_copy']:.0f} | {'yes' if row['agree'] else '**NO**'} |")
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or 'unknown'})"
     now = dt.datetime.now(dt.timezone.utc)
     record = {"command": " ".join([sys.executable, *sys.argv]), "gpu": gpu, "versions": versions(),
               "date": now.isoformat(timespec="seconds"), "dtype": "bfloat16", "warmup": args.warmup,
               "runs": args.runs, "device_time": args.device_time, "rows": bench.rows, "methods": method_rows,
               "sweep": sweep_rows}
+    text = report(record)
+    print(text)
     slug = "".join(c if c.isalnum() else "-" for c in gpu.lower()).strip("-")
     path = args.out or RESULTS_DIR / f"kernels-{slug}-{now:%Y%m%d-%H%M%S}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"\nwrote {path}")
+    path.with_suffix(".md").write_text(text)
+    print(f"wrote {path} and {path.with_suffix('.md')}")
 
 
 if __name__ == "__main__":
