@@ -131,6 +131,7 @@ def test_tiny_run_writes_valid_json_markdown_and_plots(tmp_path):
     assert rows[("ideal", 0.25)]["ttft_ratio_to_ideal"] is None and rows[("none", 1.0)]["ttft_speedup_vs_none"] is None
     assert rows[("ideal", 0.25)]["ttft_speedup_vs_none"]["rounds"] == 2
     assert doc["vision_attention"] == "batched" and "tiny-llava-onevision" in doc["scaling"]
+    assert doc["token_stage"] == "eager"  # --cuda-graph is the default, but a CPU has no graphs to replay
     # 4 frames x 2 x 2 pooled tokens = 16 visual tokens; 25 % -> 4, for the method and for the ideal
     assert rows[("none", 1.0)]["visual_tokens_out"] == 16
     assert rows[("uniform", 0.25)]["visual_tokens_out"] == rows[("ideal", 0.25)]["visual_tokens_out"] == 4
@@ -139,6 +140,17 @@ def test_tiny_run_writes_valid_json_markdown_and_plots(tmp_path):
     assert uniform["ms"]["ttft"] > 0 and uniform["ms"]["decode_per_token"] > 0
     assert rows[("ideal", 0.25)]["ms"]["compression"] == 0.0
     assert uniform["tflops"]["prefill_fastv"] < rows[("none", 1.0)]["tflops"]["prefill_fastv"]
-    assert "TTFT against the ideal" in (tmp_path / "tiny.md").read_text()
+    markdown = (tmp_path / "tiny.md").read_text()
+    assert "TTFT against the ideal" in markdown and "- token stage: eager" in markdown
     assert (tmp_path / "tiny_ttft_stages_tiny-llava-onevision.png").stat().st_size > 0
     assert (tmp_path / "tiny_ttft_vs_frames.png").exists()
+
+
+def test_compressor_for_graphs_the_token_stage_when_asked():
+    from vidcompress import GraphedCompressor
+    from vidcompress.bench.measure import IDEAL, compressor_for
+
+    graphed_flashvid = compressor_for("flashvid", 0.1, cuda_graph=True)
+    assert isinstance(graphed_flashvid, GraphedCompressor) and graphed_flashvid.name == "flashvid"
+    assert compressor_for(IDEAL, 0.1, cuda_graph=True).name == "uniform"
+    assert not isinstance(compressor_for("flashvid", 0.1), GraphedCompressor)
