@@ -6,10 +6,11 @@ import torch
 
 from vidcompress.assemble import merge_tokens
 from vidcompress.compressor import Compressor
+from vidcompress.kernels import matmul_float32, pairwise
 from vidcompress.ops.dpc_knn import density_peaks, rank_desc
 from vidcompress.ops.budgets import first_set
 from vidcompress.ops.reconcile import group_by_representative, group_priority, reconcile, release_candidates
-from vidcompress.ops.temporal import adjacent_similarity, cuts_with_minimum, frame_means, segment_ids, unit
+from vidcompress.ops.temporal import adjacent_similarity, cuts_with_minimum, frame_means, segment_ids
 from vidcompress.registry import register_compressor
 from vidcompress.tokens import CompressedTokens, VideoTokens
 
@@ -163,8 +164,8 @@ class FastVID(Compressor):
         real = context_index < size
         safe = context_index.clamp(max=size - 1)
         segment = torch.where(real, ids[safe // n], -1)
-        normed = unit(tokens.flat_features)
-        affinity = (normed @ normed[safe].T).masked_fill(
+        flat = tokens.flat_features[None]
+        affinity = pairwise(flat, flat[:, safe], kind="cosine")[0].masked_fill(
             ids.repeat_interleave(n, output_size=size)[:, None] != segment[None, :], float("-inf")
         )
         return affinity.masked_fill(torch.arange(size, device=safe.device)[:, None] == context_index[None, :], float("inf"))
@@ -192,12 +193,12 @@ class FastVID(Compressor):
         """
         n = tokens.grid[1] * tokens.grid[2]
         size = tokens.num_tokens
-        features = tokens.flat_features.float()
+        features = tokens.flat_features
         joins = self._anchor_choices(affinity.masked_fill(~pool[:, None], float("-inf")), context_index // n, size // n)
         joined = joins.sum(0, dtype=torch.float32)[:, None]
-        sums = joins.T.float() @ features
+        sums = matmul_float32(joins.T.to(features.dtype), features)  # 0/1 weights: exact products
         w = torch.clamp(1.0 / (joined + 1.0), min=self.beta)
-        values = w * features[context_index.clamp(max=size - 1)] + (1.0 - w) * sums / joined.clamp(min=1)
+        values = w * features[context_index.clamp(max=size - 1)].float() + (1.0 - w) * sums / joined.clamp(min=1)
         out_sizes = torch.zeros(out.num_tokens + 1, device=features.device).index_add_(
             0, torch.where(out.source >= 0, out.source, out.num_tokens), torch.ones(size, device=features.device)
         )[: out.num_tokens]

@@ -10,7 +10,7 @@ import torch
 
 from vidcompress.assemble import merge_tokens
 from vidcompress.compressor import Compressor
-from vidcompress.kernels import calibrated_kcenter, segment_mean
+from vidcompress.kernels import calibrated_kcenter, pairwise, segment_mean
 from vidcompress.llm_stage import LayerInputs, LayerReduction, keep_top_visual
 from vidcompress.ops.dpc_knn import dpc_knn
 from vidcompress.ops.reconcile import Grouping, group_by_representative, reconcile
@@ -20,7 +20,6 @@ from vidcompress.ops.temporal import (
     frame_means,
     segment_ids,
     segment_means,
-    unit_and_norm,
 )
 from vidcompress.registry import register_compressor
 from vidcompress.tokens import CompressedTokens, VideoTokens, check_retention
@@ -29,15 +28,15 @@ TOKEN_SELECTIONS = ("attn_div", "attn_div_v2")
 TSTM_MEANS = ("reference", "subtree")
 
 
-def calibrated_max_min(normed: torch.Tensor, weight: torch.Tensor, count: int) -> torch.Tensor:
+def calibrated_max_min(features: torch.Tensor, weight: torch.Tensor, count: int) -> torch.Tensor:
     """ADTS greedy selection, batched over frames: ``[T, N]`` selection order (``count`` and above: not selected).
 
-    ``normed``: ``[T, N, D]`` float32 unit-norm features. With ``D_ij = 1 - cos(f_i, f_j)`` and the column weight
-    ``w_j``, the first token is ``argmax_j min_{i != j} D_ij * w_j`` and each next one ``argmax_j min_{i in S} D_ij * w_j``
-    over unselected ``j`` (:func:`~vidcompress.kernels.calibrated_kcenter`; one Triton launch on CUDA). Ties go to the
-    lower index.
+    ``features``: ``[T, N, D]`` tokens, any float dtype. With ``D_ij = 1 - cos(f_i, f_j)`` (float32, one
+    :func:`~vidcompress.kernels.pairwise` launch on CUDA) and the column weight ``w_j``, the first token is
+    ``argmax_j min_{i != j} D_ij * w_j`` and each next one ``argmax_j min_{i in S} D_ij * w_j`` over unselected ``j``
+    (:func:`~vidcompress.kernels.calibrated_kcenter`; one Triton launch on CUDA). Ties go to the lower index.
     """
-    return calibrated_kcenter(1.0 - normed @ normed.transpose(1, 2), weight, count)
+    return calibrated_kcenter(pairwise(features, kind="cosine_distance"), weight, count)
 
 
 @register_compressor(
@@ -187,17 +186,16 @@ class FlashVID(Compressor):
         return segment_ids(cuts_with_minimum(similarity, self.segment_threshold, minimum))
 
     def selection_weight(
-        self, attention: torch.Tensor, normed: torch.Tensor, norm: torch.Tensor, frame_features: torch.Tensor,
-        ids: torch.Tensor,
+        self, attention: torch.Tensor, features: torch.Tensor, frame_features: torch.Tensor, ids: torch.Tensor
     ) -> torch.Tensor:
-        """``[T, N]`` ADTS column weight (the reference's constant factor 1e6 does not change the choice). The event
-        relevance ``<f_j, centre>`` is computed as ``||f_j|| <f_j / ||f_j||, centre>`` from the unit features
-        ``normed`` ``[T, N, D]`` and their norms ``[T, N, 1]`` (float32), so no float32 copy of ``f`` is needed."""
+        """``[T, N]`` ADTS column weight (the reference's constant factor 1e6 does not change the choice); the event
+        relevance ``<f_j, centre>`` of ``attn_div_v2`` is one float32 matrix-vector product per frame, ``features``
+        read in their own dtype."""
         weight = attention.float()
         if self.token_selection == "attn_div_v2":
             frames = ids.shape[0]  # at most one segment per frame
             segment_centre = segment_means(frame_features, ids, frames)[ids]  # [T, D]
-            weight = weight * norm[..., 0] * torch.einsum("tnd,td->tn", normed, segment_centre)
+            weight = weight * pairwise(features, segment_centre[:, None, :])[..., 0]
         return weight
 
     def _budget(self, tokens: VideoTokens, count: int) -> tuple[int, int]:
@@ -207,12 +205,11 @@ class FlashVID(Compressor):
         selected = math.ceil(per_frame * self.alpha)
         return selected, per_frame - selected
 
-    def _parents(self, normed: torch.Tensor, adts: torch.Tensor, ids: torch.Tensor, budget: int) -> torch.Tensor:
-        """``[T, N]`` flat index of each token's TSTM parent (itself for roots and ADTS tokens); ``normed`` as in
-        :func:`calibrated_max_min`."""
-        t, n, _ = normed.shape
-        device = normed.device
-        similarity = torch.einsum("tnd,tmd->tnm", normed[1:], normed[:-1])  # child frame t+1, parent frame t
+    def _parents(self, features: torch.Tensor, adts: torch.Tensor, ids: torch.Tensor, budget: int) -> torch.Tensor:
+        """``[T, N]`` flat index of each token's TSTM parent (itself for roots and ADTS tokens)."""
+        t, n, _ = features.shape
+        device = features.device
+        similarity = pairwise(features[1:], features[:-1], kind="cosine")  # child frame t+1, parent frame t
         blocked = adts[1:, :, None] | adts[:-1, None, :] | (ids[1:] != ids[:-1])[:, None, None]
         best, parent = similarity.masked_fill(blocked, -1.0).max(-1)
         best = torch.cat([torch.full((1, n), -1.0, device=device), best])  # frame 0 has no parent
@@ -245,34 +242,32 @@ class FlashVID(Compressor):
         t, n, _ = tokens.features.shape
         device = tokens.features.device
         assert tokens.attention is not None  # checked by Compressor.__call__ (needs_attention)
-        normed, norm = unit_and_norm(tokens.features)  # the one float32 copy of the video
         frame_features = frame_means(tokens.features)
         ids = self.segments(frame_features)
         selected, merged = self._budget(tokens, count)
-        weight = self.selection_weight(tokens.attention, normed, norm, frame_features, ids)
-        order = calibrated_max_min(normed, weight, selected)
+        weight = self.selection_weight(tokens.attention, tokens.features, frame_features, ids)
+        order = calibrated_max_min(tokens.features, weight, selected)
         adts = order < selected
         flat = torch.arange(t * n, device=device)
         if merged == 0:  # the reference then drops every other token
             rep_of = torch.where(adts.reshape(-1), flat, torch.full_like(flat, -1))
             return self._finish(tokens, rep_of, torch.ones(t * n, device=device), t * selected, order, count, None)
 
-        parent = self._parents(normed, adts, ids, selected + merged).reshape(-1)
+        parent = self._parents(tokens.features, adts, ids, selected + merged).reshape(-1)
         root = parent
         for _ in range(max(t - 2, 0).bit_length()):  # pointer jumping: chains are shorter than T
             root = root[root]
         is_root = (parent == flat) & ~adts.reshape(-1)
         other = ~adts.reshape(-1)
         tree_size = self._counts(root, other)
-        # each root's tree mean (float32 accumulation of the input rows, one segment-mean pass)
-        values = segment_mean(tokens.flat_features, torch.where(other, root, -1), t * n, dtype=torch.float32,
-                              validate=False)
         if self.tstm_mean == "reference":  # tree sum / (1 + direct children)
             divisor = 1.0 + self._counts(parent, other & ~is_root)
-            values = values * (tree_size / divisor.clamp(min=1))[:, None]
         else:
             divisor = tree_size
-        values = values.reshape(t, n, -1)
+        # each root's tree sum / divisor = tree mean x size / divisor (float32 accumulation of the input rows, one
+        # segment-mean pass)
+        values = segment_mean(tokens.flat_features, torch.where(other, root, -1), t * n, dtype=torch.float32,
+                              row_scale=tree_size / divisor.clamp(min=1), validate=False).reshape(t, n, -1)
 
         centre_of = self._spatial_merge(values, is_root.reshape(t, n), ids, merged)
         rep_of = torch.where(adts.reshape(-1), flat, centre_of[root])

@@ -86,6 +86,16 @@ def test_segment_mean_weighted_by_hand(use_triton: bool) -> None:
 
 
 @pytest.mark.parametrize("use_triton", [False, True])
+def test_segment_mean_row_scale_by_hand(use_triton: bool) -> None:
+    source = torch.tensor([0, -1, 0, 2])
+    out = segment_mean(X4, source, 3, row_scale=torch.tensor([2.0, 7.0, -0.5]), dtype=torch.float32,
+                       use_triton=use_triton)
+    assert torch.equal(out, torch.tensor([[6.0, 8.0], [0.0, 0.0], [-3.5, -4.0]]))
+    with pytest.raises(ValueError, match="row_scale must be"):
+        segment_mean(X4, source, 3, row_scale=torch.ones(4), use_triton=use_triton)
+
+
+@pytest.mark.parametrize("use_triton", [False, True])
 def test_segment_mean_dropped_rows_never_leak(use_triton: bool) -> None:
     features = X4.clone()
     features[1] = float("inf")

@@ -7,8 +7,10 @@ host (except the optional ``validate`` checks), and accumulates in float32 whate
 
 * :mod:`.segment_mean` — merge tokens into ``K`` groups (sorted segment reduction, no atomics).
 * :mod:`.adjacent_similarity` — cosine between frames: position-aligned, thresholded, and best match.
+* :mod:`.density_peaks` — DPC-kNN density and centre score from the distance matrices (two launches).
 * :mod:`.greedy` — per-frame greedy k-center (plain and FlashVID's signed calibration) and MMR selection, all
   frames in one launch.
+* :mod:`.pairwise` — dot / cosine / Euclidean matrices of token batches on the tensor cores at float32 accuracy.
 * :mod:`.partition` — VisPruner's even/odd diversity partition (FlashVLM), every round of every frame in one launch.
 * :mod:`.runs` — PruneVid's refinement of frame labels into contiguous segments, every step in one launch.
 * :mod:`.sinkhorn` — Sinkhorn scalings of a batch of OT problems (AOT), every iteration in one launch, stop on device.
@@ -16,7 +18,9 @@ host (except the optional ``validate`` checks), and accumulates in float32 whate
 
 from ._dispatch import DISABLE_ENV, resolve_use_triton, triton_available
 from .adjacent_similarity import BestMatch, aligned_above, aligned_cosine, best_match
+from .density_peaks import density_scores
 from .greedy import MAX_TOKENS, GreedySelection, calibrated_kcenter, frame_cosine, greedy_kcenter, greedy_mmr
+from .pairwise import matmul_float32, pairwise
 from .partition import diversity_partition
 from .runs import refine_runs
 from .segment_mean import segment_mean, segment_mean_csr, segment_offsets
@@ -31,10 +35,13 @@ __all__ = [
     "aligned_cosine",
     "best_match",
     "calibrated_kcenter",
+    "density_scores",
     "diversity_partition",
     "frame_cosine",
     "greedy_kcenter",
     "greedy_mmr",
+    "matmul_float32",
+    "pairwise",
     "refine_runs",
     "resolve_use_triton",
     "segment_mean",

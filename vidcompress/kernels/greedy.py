@@ -1,7 +1,7 @@
 """Greedy per-frame token selection, every frame at once: k-center (farthest point) and MMR.
 
-Both work on the per-frame cosine matrix ``S = x̂ x̂ᵀ`` (``[T, N, N]`` float32, from one batched matmul; never a
-matrix over the whole video) and pick, per frame ``t``, ``budgets[t]`` distinct tokens one at a time:
+Both work on the per-frame cosine matrix ``S = x̂ x̂ᵀ`` (``[T, N, N]``, see :func:`frame_cosine`, from one batched
+matmul; never a matrix over the whole video) and pick, per frame ``t``, ``budgets[t]`` distinct tokens one at a time:
 
 * **k-center / max-min** (DivPrune, FlashVID ADTS, ToDRE; ``methods.md`` §0.6), with ``D = 1 - S``: the seed is the
   token farthest from its nearest neighbour, ``argmax_j min_{i != j} D[i, j]``; then ``argmax_j min_{i in Sel}
@@ -16,9 +16,11 @@ taking the second-smallest value of the column (the same unless ``1 - cos(x, x)`
 zero feature vector has cosine 0 to everything instead of NaN. Ties go to the lowest index.
 
 The Triton path runs one program per frame with the running score vector on chip (the k-center seed scores come
-from one parallel reduction beforehand); the PyTorch path loops over the ``max_budget`` steps on the host, batched
-over frames. A "frame" can be a whole video (``x`` of shape ``[1, T*N, D]``, DivPrune's global pool): one program
-then walks ``N`` up to :data:`MAX_TOKENS` tokens.
+from one parallel reduction beforehand) and writes ``indices`` as well as ``order``; it keeps the matrix in fp16
+for half-precision inputs (the kernels widen rows in registers, exactly). The PyTorch path loops over the
+``max_budget`` steps on the host, batched over frames, on the float32 matrix. A "frame" can be a whole video
+(``x`` of shape ``[1, T*N, D]``, DivPrune's global pool): one program then walks ``N`` up to :data:`MAX_TOKENS`
+tokens.
 """
 
 from __future__ import annotations
@@ -66,21 +68,35 @@ def frame_cosine(x: torch.Tensor) -> torch.Tensor:
     multiplied on the tensor cores (fp32 accumulation, fp16 result: ~5e-4 resolution near 1), as the references do
     in the model dtype (DivPrune's ``torch.mm`` on bf16 features rounds to ~4e-3); float32 inputs stay float32.
     """
-    unit = x.float()
-    unit = unit / torch.linalg.vector_norm(unit, dim=-1, keepdim=True).clamp(min=EPS)
-    if x.dtype in (torch.float16, torch.bfloat16):
-        unit = unit.to(torch.float16)
-    return torch.bmm(unit, unit.transpose(1, 2)).float()
+    return _cosine(x).float()
+
+
+def _cosine(x: torch.Tensor) -> torch.Tensor:
+    """:func:`frame_cosine` before its float32 cast: fp16 for half-precision inputs (the Triton path keeps it so).
+
+    The unit vectors are ``(x.float() / max(||x||, EPS))`` rounded to fp16 without a float32 copy of ``x``: the
+    norm reduction reads ``x`` and accumulates in float32 (the same reduction as on ``x.float()``), and one
+    division kernel computes in float32 and writes fp16.
+    """
+    half = x.dtype in (torch.float16, torch.bfloat16)
+    source = x if half else x.float()
+    norm = torch.linalg.vector_norm(source, dim=-1, keepdim=True, dtype=torch.float32).clamp_(min=EPS)
+    if half:
+        unit = torch.div(x, norm, out=torch.empty(x.shape, dtype=torch.float16, device=x.device))
+    else:
+        unit = source / norm
+    return torch.bmm(unit, unit.transpose(1, 2))
 
 
 def seed_distance(similarity: torch.Tensor) -> torch.Tensor:
-    """``[T, N]`` k-center seed score: the cosine distance of each token to its nearest other token of its frame,
-    ``min_{i != j} (1 - S[i, j])`` over the column, ``0`` for a frame of one token. One parallel reduction (the
-    diagonal is set aside in place and restored), so the serial selection loop starts from it."""
+    """``[T, N]`` float32 k-center seed score: the cosine distance of each token to its nearest other token of its
+    frame, ``min_{i != j} (1 - S[i, j])`` over the column, ``0`` for a frame of one token. One parallel reduction
+    (the diagonal is set aside in place and restored), so the serial selection loop starts from it. ``similarity``
+    may be fp16: the maximum is taken in its dtype (exact) and widened before the subtraction."""
     diagonal = similarity.diagonal(dim1=1, dim2=2)
     saved = diagonal.clone()
     diagonal.fill_(float("-inf"))
-    nearest = 1.0 - similarity.amax(dim=1)
+    nearest = 1.0 - similarity.amax(dim=1).float()
     diagonal.copy_(saved)
     return torch.where(nearest == float("inf"), torch.zeros_like(nearest), nearest)
 
@@ -209,13 +225,20 @@ def _check_out(out: GreedySelection | None, frames: int, max_budget: int, device
 
 
 def _finish(order: torch.Tensor, num_tokens: int, out: GreedySelection | None) -> GreedySelection:
+    """The reference paths' result from ``order`` (``indices`` by a sort), written into ``out`` if given."""
     indices = _ascending(order, num_tokens)
     if out is None:
         return GreedySelection(indices=indices, order=order)
     out.indices.copy_(indices)
-    if out.order.data_ptr() != order.data_ptr():
-        out.order.copy_(order)
+    out.order.copy_(order)
     return out
+
+
+def _selection(out: GreedySelection | None, frames: int, max_budget: int, device: torch.device) -> GreedySelection:
+    """``out``, or new uninitialised ``[T, max_budget]`` int64 tensors for the Triton path to fill."""
+    if out is not None:
+        return out
+    return GreedySelection(*(torch.empty(frames, max_budget, dtype=torch.long, device=device) for _ in range(2)))
 
 
 def greedy_kcenter(
@@ -245,15 +268,14 @@ def greedy_kcenter(
         _check_per_token("scale", scale, x, validate, non_negative=True)
         scale = scale.float().contiguous()
     _check_out(out, x.shape[0], max_budget, x.device)
-    similarity = frame_cosine(x)
     if not resolve_use_triton(x, use_triton):
-        return _finish(kcenter_reference(similarity, budgets, max_budget, scale), x.shape[1], out)
+        return _finish(kcenter_reference(frame_cosine(x), budgets, max_budget, scale), x.shape[1], out)
     from ._triton.greedy import launch_kcenter
 
-    order = torch.empty(x.shape[0], max_budget, dtype=torch.long, device=x.device) if out is None else out.order
-    similarity = similarity.contiguous()
-    launch_kcenter(similarity, seed_distance(similarity), scale, budgets, order)
-    return _finish(order, x.shape[1], out)
+    selection = _selection(out, x.shape[0], max_budget, x.device)
+    similarity = _cosine(x)
+    launch_kcenter(similarity, seed_distance(similarity), scale, budgets, selection.order, selection.indices)
+    return selection
 
 
 def greedy_mmr(
@@ -280,15 +302,14 @@ def greedy_mmr(
     if isinstance(mmr_lambda, bool) or not isinstance(mmr_lambda, (int, float)) or not 0.0 <= mmr_lambda <= 1.0:
         raise ValueError(f"mmr_lambda must be a number in [0, 1], got {mmr_lambda!r}")
     _check_out(out, x.shape[0], max_budget, x.device)
-    similarity = frame_cosine(x)
     importance = importance.float().contiguous()
     if not resolve_use_triton(x, use_triton):
-        return _finish(mmr_reference(similarity, importance, budgets, max_budget, mmr_lambda), x.shape[1], out)
+        return _finish(mmr_reference(frame_cosine(x), importance, budgets, max_budget, mmr_lambda), x.shape[1], out)
     from ._triton.greedy import launch_mmr
 
-    order = torch.empty(x.shape[0], max_budget, dtype=torch.long, device=x.device) if out is None else out.order
-    launch_mmr(similarity.contiguous(), importance, budgets, float(mmr_lambda), order)
-    return _finish(order, x.shape[1], out)
+    selection = _selection(out, x.shape[0], max_budget, x.device)
+    launch_mmr(_cosine(x), importance, budgets, float(mmr_lambda), selection.order, selection.indices)
+    return selection
 
 
 def calibrated_kcenter(

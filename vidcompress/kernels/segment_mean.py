@@ -43,9 +43,10 @@ def segment_mean_reference(
     num_segments: int,
     weights: torch.Tensor | None = None,
     dtype: torch.dtype | None = None,
+    row_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """PyTorch path: float32 ``index_add_`` of the weighted members, divided by their total weight; returned in
-    ``dtype`` (default: ``features``' dtype).
+    """PyTorch path: float32 ``index_add_`` of the weighted members, divided by their total weight (and multiplied
+    by ``row_scale``); returned in ``dtype`` (default: ``features``' dtype).
 
     Dropped tokens go to a scratch row ``K`` that is discarded, so their values never touch a kept row.
     """
@@ -62,6 +63,8 @@ def segment_mean_reference(
     sums, totals = sums[:num_segments], totals[:num_segments]
     safe_totals = torch.where(totals != 0, totals, torch.ones_like(totals))
     mean = torch.where((totals != 0)[:, None], sums / safe_totals[:, None], torch.zeros_like(sums))
+    if row_scale is not None:
+        mean = mean * row_scale.float()[:, None]
     return mean.to(dtype or features.dtype)
 
 
@@ -120,6 +123,7 @@ def segment_mean(
     num_segments: int,
     weights: torch.Tensor | None = None,
     *,
+    row_scale: torch.Tensor | None = None,
     out: torch.Tensor | None = None,
     dtype: torch.dtype | None = None,
     use_triton: bool | None = None,
@@ -132,6 +136,8 @@ def segment_mean(
         source: ``[M]`` integer output row of each token in ``0 .. num_segments - 1``, or ``-1`` to drop it.
         num_segments: ``K``, fixed by the caller before the data is seen.
         weights: optional ``[M]`` non-negative member weights (default: plain mean).
+        row_scale: optional ``[K]`` float factor applied to each output row in float32 before the cast (e.g.
+            FlashVID's tree sum / divisor = tree mean x size / divisor), saving a pass over the output.
         out: optional ``[K, D]`` tensor of the output dtype to write into (every row is written).
         dtype: output dtype (default: ``features``' dtype); e.g. ``torch.float32`` keeps the float32 accumulation
             of bf16 features without a float32 copy of the input.
@@ -146,16 +152,21 @@ def segment_mean(
     _check_num_segments(num_segments)
     _check_index("source", source, features.shape[0], features.device)
     _check_weights(weights, features.shape[0], features.device, validate)
+    if row_scale is not None and (
+        not isinstance(row_scale, torch.Tensor) or tuple(row_scale.shape) != (num_segments,)
+        or not row_scale.is_floating_point() or row_scale.device != features.device
+    ):
+        raise ValueError(f"row_scale must be a floating-point tensor of shape ({num_segments},) on {features.device}")
     if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
         raise ValueError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
     _check_out(out, (num_segments, features.shape[1]), features, dtype)
     if validate and source.numel() and not bool(((source >= -1) & (source < num_segments)).all()):
         raise ValueError(f"source values must lie in [-1, {num_segments}) for num_segments={num_segments}")
     if not resolve_use_triton(features, use_triton):
-        result = segment_mean_reference(features, source.long(), num_segments, weights, dtype)
+        result = segment_mean_reference(features, source.long(), num_segments, weights, dtype, row_scale)
         return result if out is None else out.copy_(result)
     members, offsets = segment_offsets(source, num_segments)
-    return _launch(features, members, offsets, weights, out, dtype=dtype)
+    return _launch(features, members, offsets, weights, out, dtype=dtype, row_scale=row_scale)
 
 
 def segment_mean_csr(
@@ -198,6 +209,7 @@ def _launch(
     out: torch.Tensor | None,
     config: tuple[int, int, int] | None = None,
     dtype: torch.dtype | None = None,
+    row_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
     from ._triton.segment_mean import SegmentMeanConfig, launch_segment_mean
 
@@ -208,4 +220,5 @@ def _launch(
                           device=features.device)
     weights = None if weights is None else weights.float().contiguous()
     config = None if config is None else SegmentMeanConfig(*config)
-    return launch_segment_mean(features, members.contiguous(), offsets.contiguous(), weights, out, config)
+    row_scale = None if row_scale is None else row_scale.float().contiguous()
+    return launch_segment_mean(features, members.contiguous(), offsets.contiguous(), weights, out, config, row_scale)

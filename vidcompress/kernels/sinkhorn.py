@@ -5,9 +5,12 @@ a problem stops once the mean absolute change of ``r`` in an update is below ``t
 on its own, keeping the scalings of that update. The stopping iteration is decided on the device.
 
 The Triton path keeps each problem's kernel in registers (one program per problem, up to ``MAX_ELEMENTS``
-entries): a first launch runs every update and records the changes, the stopping iteration of every problem is
-found from them, and a second launch runs that many updates. The PyTorch path runs the updates batched, with a
-device-side "still running" mask.
+entries), one launch per call: with separate stopping each program stops itself; with joint stopping each program
+records its change and its scalings after every update (``HISTORY_BYTES`` at most) and stops soon after the batch
+could (the programs read each other's record), and the scalings of the joint stopping update are gathered from
+that history. A history above ``HISTORY_BYTES`` takes two launches instead: one records the changes, the second
+runs the stopping number of updates. The PyTorch path runs the updates batched, with a device-side "still running"
+mask.
 """
 
 from __future__ import annotations
@@ -16,10 +19,13 @@ import torch
 
 from ._dispatch import resolve_use_triton
 
-__all__ = ["MAX_ELEMENTS", "sinkhorn_scalings", "sinkhorn_reference"]
+__all__ = ["HISTORY_BYTES", "MAX_ELEMENTS", "sinkhorn_reference", "sinkhorn_scalings"]
 
 #: Largest padded ``m x n`` kernel a Triton program holds (256 x 256).
 MAX_ELEMENTS = 1 << 16
+#: Largest history of scalings (``max_iter x B x (m + n)`` float32) a joint-stopping Triton call keeps (AOT's
+#: intra-frame call at LLaVA-OV size, 100 x 32 x 196: 2.5 MB).
+HISTORY_BYTES = 64 << 20
 
 
 def sinkhorn_reference(
@@ -42,14 +48,12 @@ def sinkhorn_reference(
     return r, c
 
 
-def _stopping_updates(change: torch.Tensor, rows: int, tol: float, joint_stop: bool) -> torch.Tensor:
-    """``[B]`` number of updates each problem runs, from the recorded ``[max_iter, B]`` change sums."""
+def _joint_updates(change: torch.Tensor, rows: int, tol: float) -> torch.Tensor:
+    """0-dim number of updates the batch runs, from the recorded ``[max_iter, B]`` change sums (complete up to the
+    first update that stops the batch)."""
     max_iter, batch = change.shape
-    if joint_stop:
-        stop = (change.sum(1, keepdim=True) / (batch * rows) < tol).expand(max_iter, batch)
-    else:
-        stop = ~(change / rows >= tol)  # NaN stops a problem, as in the PyTorch path
-    return torch.where(stop.any(0), stop.long().argmax(0) + 1, max_iter)
+    stop = change.sum(1) / (batch * rows) < tol
+    return torch.where(stop.any(), stop.long().argmax() + 1, max_iter)
 
 
 def sinkhorn_scalings(
@@ -61,23 +65,31 @@ def sinkhorn_scalings(
     joint_stop: bool,
     *,
     use_triton: bool | None = None,
+    num_warps: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Scalings ``(r [B, m], c [B, n])`` of the float32 Gibbs kernels ``[B, m, n]`` and marginals ``mu``, ``nu``.
 
-    ``use_triton``: ``None`` chooses (Triton on CUDA, when a kernel fits in ``MAX_ELEMENTS``), ``True`` / ``False``
-    force.
+    ``use_triton``: ``None`` chooses (Triton on CUDA, when a non-empty kernel fits in ``MAX_ELEMENTS``), ``True`` /
+    ``False`` force. ``num_warps``: Triton launch parameter overriding the default (for tuning sweeps).
     """
     batch, rows, cols = kernel.shape
-    fits = _padded(rows) * _padded(cols) <= MAX_ELEMENTS
+    fits = 0 < kernel.numel() and _padded(rows) * _padded(cols) <= MAX_ELEMENTS  # empty: the PyTorch path
     if not fits or not resolve_use_triton(kernel, use_triton):
         return sinkhorn_reference(kernel, mu, nu, max_iter, tol, joint_stop)
     from ._triton.sinkhorn import launch_sinkhorn
 
     kernel, mu, nu = kernel.contiguous(), mu.contiguous(), nu.contiguous()
+    if not joint_stop:
+        return launch_sinkhorn(kernel, mu, nu, max_iter, own_tol=tol, num_warps=num_warps)
     change = torch.empty(max_iter, batch, dtype=torch.float32, device=kernel.device)
-    every = torch.full((batch,), max_iter, dtype=torch.long, device=kernel.device)
-    launch_sinkhorn(kernel, mu, nu, every, change)
-    return launch_sinkhorn(kernel, mu, nu, _stopping_updates(change, rows, tol, joint_stop), None)
+    if max_iter * batch * (rows + cols) * 4 > HISTORY_BYTES:
+        launch_sinkhorn(kernel, mu, nu, max_iter, joint_tol=tol, change=change, num_warps=num_warps)
+        updates = _joint_updates(change, rows, tol)
+        return launch_sinkhorn(kernel, mu, nu, updates.expand(batch), num_warps=num_warps)
+    history = torch.empty(max_iter, batch, rows + cols, dtype=torch.float32, device=kernel.device)
+    launch_sinkhorn(kernel, mu, nu, max_iter, joint_tol=tol, change=change, history=history, num_warps=num_warps)
+    scalings = history.index_select(0, _joint_updates(change, rows, tol).view(1) - 1).squeeze(0)
+    return scalings[:, :rows], scalings[:, rows:]
 
 
 def _padded(size: int) -> int:

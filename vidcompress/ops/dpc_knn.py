@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..kernels import density_scores, pairwise
 from .budgets import int_tensor_on
 
 __all__ = ["DensityPeaks", "pairwise_distances", "density_peaks", "rank_desc", "dpc_knn"]
@@ -41,9 +42,10 @@ def _per_row(value: PerRow, rows: int, device: torch.device) -> tuple[torch.Tens
 
 
 def pairwise_distances(x: torch.Tensor) -> torch.Tensor:
-    """``[B, n, n]`` float32 Euclidean distances divided by ``sqrt(D)`` (one batched ``cdist``)."""
-    x = x.float()
-    return torch.cdist(x, x) / math.sqrt(x.shape[-1])
+    """``[B, n, n]`` float32 Euclidean distances divided by ``sqrt(D)``: one batched ``cdist`` on CPU, one
+    :func:`~vidcompress.kernels.pairwise` launch on CUDA (tensor cores at float32 accuracy; ``x`` is read in its own
+    dtype)."""
+    return pairwise(x, kind="euclidean", divide_by=math.sqrt(x.shape[-1]))
 
 
 @dataclass(frozen=True)
@@ -77,25 +79,8 @@ def density_peaks(
         k_host = (max_k,) if max_k is not None else tuple(k.tolist())  # host sync without max_k
     if min(k_host, default=1) < 1:
         raise ValueError(f"DPC-kNN needs k >= 1 neighbours, got {list(k_host)}")
-    pair_valid = valid[:, :, None] & valid[:, None, :]
     distances = pairwise_distances(x)
-    knn_dist = distances.masked_fill(~pair_valid, float("inf"))
-    k_max = min(max(k_host, default=1), n)
-    nearest = torch.topk(knn_dist, k_max, dim=-1, largest=False).values  # [B, n, k_max]
-    k_row = torch.minimum(k, valid.sum(-1).clamp(min=1))
-    use = (torch.arange(k_max, device=device)[None, None, :] < k_row[:, None, None]) & torch.isfinite(nearest)
-    mean_sq = torch.where(use, nearest.square(), torch.zeros_like(nearest)).sum(-1) / use.sum(-1).clamp(min=1)
-    density = torch.where(valid, torch.exp(-mean_sq), torch.zeros_like(mean_sq))
-    # j is denser than i: higher density, or equal density and a lower index (the deterministic tie-break)
-    index = torch.arange(n, device=device)
-    denser = (density[:, None, :] > density[:, :, None]) | (
-        (density[:, None, :] == density[:, :, None]) & (index[None, None, :] < index[None, :, None])
-    )
-    denser &= pair_valid
-    row_max = distances.masked_fill(~pair_valid, 0.0).flatten(1).max(-1).values  # [B]
-    delta = distances.masked_fill(~denser, float("inf")).min(-1).values
-    delta = torch.where(torch.isinf(delta), row_max[:, None].expand_as(delta), delta)
-    score = torch.where(valid, density * delta, torch.full_like(delta, float("-inf")))
+    density, score = density_scores(distances, k, min(max(k_host, default=1), n), valid)
     return DensityPeaks(distances=distances, density=density, score=score)
 
 

@@ -43,12 +43,14 @@ def _segment_mean_kernel(
     members_ptr,
     offsets_ptr,
     weights_ptr,
+    scale_ptr,
     out_ptr,
     num_segments,
     dim,
     stride_x,
     stride_out,
     HAS_WEIGHTS: tl.constexpr,
+    HAS_SCALE: tl.constexpr,
     BLOCK_K: tl.constexpr,
     BLOCK_D: tl.constexpr,
 ):
@@ -95,6 +97,8 @@ def _segment_mean_kernel(
         total = lengths.to(tl.float32)
     safe_total = tl.where(total != 0.0, total, 1.0)
     mean = tl.where((total != 0.0)[:, None], acc / safe_total[:, None], 0.0)
+    if HAS_SCALE:
+        mean = mean * tl.load(scale_ptr + segments, mask=segment_mask, other=0.0)[:, None]
     tl.store(
         out_ptr + segments.to(tl.int64)[:, None] * stride_out + cols[None, :],
         mean.to(out_ptr.dtype.element_ty),
@@ -133,8 +137,10 @@ def launch_segment_mean(
     weights: torch.Tensor | None,
     out: torch.Tensor,
     config: SegmentMeanConfig | None = None,
+    row_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Launch the kernel; ``features`` ``[M, D]`` with unit column stride, ``out`` ``[K, D]`` likewise."""
+    """Launch the kernel; ``features`` ``[M, D]`` with unit column stride, ``out`` ``[K, D]`` likewise;
+    ``row_scale``: optional contiguous float32 ``[K]`` factor of each output row."""
     num_segments, dim = out.shape
     if num_segments == 0 or dim == 0:
         return out
@@ -145,12 +151,14 @@ def launch_segment_mean(
         members,
         offsets,
         weights if weights is not None else features,
+        row_scale if row_scale is not None else features,
         out,
         num_segments,
         dim,
         features.stride(0),
         out.stride(0),
         HAS_WEIGHTS=weights is not None,
+        HAS_SCALE=row_scale is not None,
         BLOCK_K=block_k,
         BLOCK_D=block_d,
         num_warps=num_warps,

@@ -1,0 +1,238 @@
+"""The three Triton passes of :func:`vidcompress.kernels.pairwise`.
+
+* ``_prepare_kernel`` — one pass over an operand ``[B, M, D]`` (any strides, unit stride along ``D``): the float32
+  squared norm of every row and, when asked, the split of the row into bf16 ``hi = bf16(x)`` and
+  ``lo = bf16(x - hi)``, written side by side as one ``[B, M, 2D]`` tensor.
+* ``_dot_kernel`` — a plain tensor-core GEMM: one program per (``BLOCK_M`` x ``BLOCK_N`` tile, batch entry, slice of
+  ``D``) writes the float32 partial dot products of its slice, all product terms included (``hi hi'``, ``hi lo'`` and
+  ``lo hi'`` for split operands; a 16-bit operand has one part). Slicing ``D`` gives the small per-frame matrices
+  (196 x 196 x 3584) enough programs to fill the GPU and shortens each float32 accumulation; nothing is accumulated
+  atomically.
+* ``_finish_kernel`` — one pass over the ``[B, M, N]`` matrix: sums the partial products in a fixed order
+  (deterministic), then forms the cosine, cosine distance or Euclidean distance from the squared norms and divides
+  by ``divide_by``.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .._dispatch import interpreter_active
+
+__all__ = ["prepare_operand", "partial_dots", "finish_pairwise"]
+
+#: Widest slice of ``D`` one program reduces by default (see :func:`partial_dots`).
+SLICE_WIDTH = 1024
+
+_KIND_CODES = {"dot": 0, "cosine": 1, "cosine_distance": 2, "euclidean": 3}
+
+
+@triton.jit
+def _prepare_kernel(
+    x_ptr,
+    square_ptr,
+    parts_ptr,
+    rows,
+    dim,
+    stride_b,
+    stride_m,
+    NORMS: tl.constexpr,
+    SPLIT: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
+    batch = tl.program_id(1).to(tl.int64)
+    r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    r_in = r < rows
+    source = x_ptr + batch * stride_b + r[:, None].to(tl.int64) * stride_m
+    target = parts_ptr + (batch * rows + r[:, None].to(tl.int64)) * (2 * dim)
+    square = tl.zeros([BLOCK_R], dtype=tl.float32)
+    for start in range(0, dim, BLOCK_D):
+        d = start + tl.arange(0, BLOCK_D)
+        mask = r_in[:, None] & (d < dim)[None, :]
+        x = tl.load(source + d[None, :], mask=mask, other=0.0).to(tl.float32)
+        if NORMS:
+            square += tl.sum(x * x, axis=1)
+        if SPLIT:
+            hi = x.to(tl.bfloat16)
+            tl.store(target + d[None, :], hi, mask=mask)
+            tl.store(target + dim + d[None, :], (x - hi.to(tl.float32)).to(tl.bfloat16), mask=mask)
+    if NORMS:
+        tl.store(square_ptr + batch * rows + r, square, mask=r_in)
+
+
+@triton.jit
+def _dot_kernel(
+    x_ptr,
+    y_ptr,
+    partial_ptr,
+    batches,
+    rows,
+    cols,
+    dim,
+    slice_width,
+    stride_xb,
+    stride_xm,
+    stride_yb,
+    stride_yn,
+    X_SPLIT: tl.constexpr,
+    Y_SPLIT: tl.constexpr,
+    UPCAST: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
+    batch = tl.program_id(1).to(tl.int64)
+    tiles_n = tl.cdiv(cols, BLOCK_N)
+    i = (tl.program_id(0) // tiles_n) * BLOCK_M + tl.arange(0, BLOCK_M)
+    j = (tl.program_id(0) % tiles_n) * BLOCK_N + tl.arange(0, BLOCK_N)
+    i_in = i < rows
+    j_in = j < cols
+    x_rows = x_ptr + batch * stride_xb + i[:, None].to(tl.int64) * stride_xm
+    y_rows = y_ptr + batch * stride_yb + j[:, None].to(tl.int64) * stride_yn
+    first = tl.program_id(2) * slice_width
+    last = tl.minimum(first + slice_width, dim)
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    # the terms' parts (hi at offset 0, lo at offset dim of a split row): hi hi', then hi lo' and / or lo hi'
+    for term in tl.static_range(1 + X_SPLIT + Y_SPLIT):
+        x_offset = dim if (X_SPLIT and term == 1 + Y_SPLIT) else 0
+        y_offset = dim if (Y_SPLIT and term == 1) else 0
+        for start in range(first, last, BLOCK_D):
+            d = start + tl.arange(0, BLOCK_D)
+            d_in = d < dim
+            a = tl.load(x_rows + x_offset + d[None, :], mask=i_in[:, None] & d_in[None, :], other=0.0)
+            b = tl.load(y_rows + y_offset + d[None, :], mask=j_in[:, None] & d_in[None, :], other=0.0)
+            if UPCAST:
+                acc = tl.dot(a.to(tl.float32), tl.trans(b.to(tl.float32)), acc, input_precision="ieee")
+            else:
+                acc = tl.dot(a, tl.trans(b), acc)
+    partial = partial_ptr + ((tl.program_id(2).to(tl.int64) * batches + batch) * rows + i[:, None]) * cols + j[None, :]
+    tl.store(partial, acc, mask=i_in[:, None] & j_in[None, :])
+
+
+@triton.jit
+def _finish_kernel(
+    partial_ptr,
+    out_ptr,
+    square_x_ptr,
+    square_y_ptr,
+    parts,
+    batches,
+    rows,
+    cols,
+    eps,
+    divide_by,
+    KIND: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    batch = tl.program_id(2).to(tl.int64)
+    i = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    j = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    i_in = i < rows
+    j_in = j < cols
+    mask = i_in[:, None] & j_in[None, :]
+    offset = (batch * rows + i[:, None].to(tl.int64)) * cols + j[None, :]
+    result = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    for part in range(0, parts):
+        result += tl.load(partial_ptr + part * batches * rows * cols + offset, mask=mask, other=0.0)
+    if KIND != 0:
+        square_x = tl.load(square_x_ptr + batch * rows + i, mask=i_in, other=0.0)
+        square_y = tl.load(square_y_ptr + batch * cols + j, mask=j_in, other=0.0)
+        if KIND == 3:
+            result = tl.sqrt(tl.maximum(square_x[:, None] + square_y[None, :] - 2.0 * result, 0.0))
+        else:
+            norm_x = tl.maximum(tl.sqrt(square_x), eps)
+            norm_y = tl.maximum(tl.sqrt(square_y), eps)
+            result = result / (norm_x[:, None] * norm_y[None, :])
+            if KIND == 2:
+                result = 1.0 - result
+    tl.store(out_ptr + offset, result / divide_by, mask=mask)
+
+
+def prepare_operand(
+    x: torch.Tensor, split: bool, norms: bool, block_r: int = 4, block_d: int = 512, num_warps: int = 4
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(operand, squared norms)`` of ``x`` ``[B, M, D]`` (unit stride along ``D``): the operand is ``x`` itself or, with ``split``, the
+    contiguous bf16 ``[B, M, 2D]`` tensor ``hi | lo``; the float32 ``[B, M]`` squared norms when ``norms``."""
+    if not split and not norms:
+        return x, None
+    batch, rows, dim = x.shape
+    square = torch.empty(batch, rows, dtype=torch.float32, device=x.device) if norms else x
+    parts = torch.empty(batch, rows, 2 * dim, dtype=torch.bfloat16, device=x.device) if split else x
+    _prepare_kernel[(triton.cdiv(rows, block_r), batch)](
+        x, square, parts, rows, dim, x.stride(0), x.stride(1),
+        NORMS=norms, SPLIT=split, BLOCK_R=block_r, BLOCK_D=min(block_d, triton.next_power_of_2(dim)),
+        num_warps=num_warps,
+    )
+    return (parts if split else x), (square if norms else None)
+
+
+def partial_dots(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    dim: int,
+    x_split: bool,
+    y_split: bool,
+    block_m: int = 64,
+    block_n: int = 64,
+    block_d: int = 64,
+    slices: int | None = None,
+    num_warps: int = 4,
+    num_stages: int = 3,
+) -> torch.Tensor:
+    """``[slices, B, M, N]`` float32 partial dot products of the operands (``x`` ``[B, M, D]`` or, split,
+    ``[B, M, 2D]`` bf16 ``hi | lo``; likewise ``y``) over ``slices`` consecutive slices of ``D``.
+
+    ``slices=None``: slices of at most :data:`SLICE_WIDTH` (the tensor cores' float32 accumulation over 3584 terms
+    lands ~1e-5 from float64 on an H100, over 4 slices of 896 ~2e-6, closer than the float32 CUDA-core reference),
+    and more until the launch has ~2 programs per SM."""
+    batch, rows = x.shape[0], x.shape[1]
+    cols = y.shape[1]
+    block_m = max(16, min(block_m, triton.next_power_of_2(rows)))
+    block_n = max(16, min(block_n, triton.next_power_of_2(cols)))
+    block_d = max(16, min(block_d, triton.next_power_of_2(dim)))
+    tiles = triton.cdiv(rows, block_m) * triton.cdiv(cols, block_n)
+    chunks = triton.cdiv(dim, block_d)
+    if slices is None:
+        programs = 2 * torch.cuda.get_device_properties(x.device).multi_processor_count if x.is_cuda else 1
+        slices = max(triton.cdiv(dim, SLICE_WIDTH), triton.cdiv(programs, tiles * batch))
+    slices = max(1, min(slices, chunks))
+    slice_width = triton.cdiv(chunks, slices) * block_d
+    slices = triton.cdiv(dim, slice_width)  # every slice non-empty
+    partial = torch.empty(slices, batch, rows, cols, dtype=torch.float32, device=x.device)
+    _dot_kernel[(tiles, batch, slices)](
+        x, y, partial, batch, rows, cols, dim, slice_width,
+        x.stride(0), x.stride(1), y.stride(0), y.stride(1),
+        X_SPLIT=x_split, Y_SPLIT=y_split,
+        # Triton's interpreter computes bf16 tl.dot wrongly; there the exact fp32 products are used instead (what a
+        # 16-bit tensor-core dot accumulates)
+        UPCAST=interpreter_active(),
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d,
+        num_warps=num_warps, num_stages=num_stages,
+    )
+    return partial
+
+
+def finish_pairwise(
+    partial: torch.Tensor,
+    out: torch.Tensor,
+    square_x: torch.Tensor | None,
+    square_y: torch.Tensor | None,
+    kind: str,
+    eps: float,
+    divide_by: float,
+    block_m: int = 32,
+    block_n: int = 64,
+) -> torch.Tensor:
+    """Write ``kind`` of the summed partial products ``partial`` ``[P, B, M, N]`` into ``out`` ``[B, M, N]``."""
+    parts, batch, rows, cols = partial.shape
+    grid = (triton.cdiv(rows, block_m), triton.cdiv(cols, block_n), batch)
+    _finish_kernel[grid](
+        partial, out, partial if square_x is None else square_x, partial if square_y is None else square_y,
+        parts, batch, rows, cols, eps, divide_by,
+        KIND=_KIND_CODES[kind], BLOCK_M=block_m, BLOCK_N=block_n, num_warps=4,
+    )
+    return out

@@ -1,0 +1,150 @@
+"""Pairwise products, cosines and distances between the tokens of two batches: ``[B, M, D] x [B, N, D] -> [B, M, N]``.
+
+Every similarity matrix of the token stage (ADTS and TSTM cosines, the DPC-kNN distances of FlashVID / HoliTom /
+FastVID / PruneVid, FastVID's context affinity) is one of:
+
+* ``"dot"`` — ``<x_i, y_j>``;
+* ``"cosine"`` — ``<x_i, y_j> / (max(|x_i|, eps) max(|y_j|, eps))``, i.e. ``F.normalize(x) @ F.normalize(y).T``;
+* ``"cosine_distance"`` — ``1 - cosine``;
+* ``"euclidean"`` — ``sqrt(max(|x_i|^2 + |y_j|^2 - 2 <x_i, y_j>, 0))``, the formula ``torch.cdist`` uses for more
+  than 25 rows (its ``use_mm_for_euclid_dist_if_necessary`` mode), so the rounding is of the same kind.
+
+``divide_by`` divides the result (DPC-kNN's ``/ sqrt(D)``). The result is float32 whatever the input dtype.
+
+The references compute these matrices in float32 on the CUDA cores (~0.35 ms for 32 frames x 196 x 3584 on an
+H100). The CUDA path multiplies on the tensor cores instead, without rounding the inputs: a bf16 / fp16 operand goes
+in as it is (the product of two such numbers is exact in float32; ``torch.bmm(..., out_dtype=torch.float32)``
+accumulates in float32), a float32 operand is split into two bf16 parts ``hi + lo`` (16 of its 24 mantissa bits)
+and the product is ``hi hi' + hi lo' + lo hi'``. The squared norms (float32 accumulation of the input) and the hi /
+lo split come from one Triton pass over each input, the cosine or distance from one Triton pass over the matrix.
+Accuracy on an H100 (``benchmarks/results/``): the tensor cores' float32 accumulation keeps ~1e-5 relative accuracy
+of a 3584-wide dot, i.e. cosines within ~1e-5 of float64, where the float32 references are within ~1e-7.
+
+Why not a single fused Triton GEMM with the norms accumulated in its loop: on an H100 (Triton 3.6) such a kernel
+lost or double-counted a whole ``BLOCK_D`` slice of the dot in 2 of 8 launch configurations (pipelined loads
+consumed by both ``tl.dot`` and the norm sums; the same symptom ``best_match`` shows), and ran at ~100 TFLOP/s;
+cuBLAS (``torch.bmm(..., out_dtype=torch.float32)``) picked an sm80 kernel at ~125 TFLOP/s for these shapes (too
+few output tiles for a 3584-long reduction). The GEMM here is a plain Triton ``tl.dot`` loop whose loaded tiles
+feed nothing else, with the reduction split into slices so that 32 frames of 196 tokens fill the GPU.
+
+The PyTorch path is what the methods used before (``F.normalize`` then ``matmul``; ``torch.cdist``), so CPU results
+do not change.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ._dispatch import resolve_use_triton
+
+__all__ = ["KINDS", "matmul_float32", "pairwise", "pairwise_reference"]
+
+KINDS = ("dot", "cosine", "cosine_distance", "euclidean")
+NORM_EPS = 1e-12  # F.normalize's default
+
+
+def pairwise_reference(
+    x: torch.Tensor, y: torch.Tensor | None = None, kind: str = "dot", eps: float = NORM_EPS, divide_by: float = 1.0
+) -> torch.Tensor:
+    """PyTorch path of :func:`pairwise`, in float32."""
+    x = x.float()
+    y = x if y is None else y.float()
+    if kind == "euclidean":
+        result = torch.cdist(x, y)
+    elif kind == "dot":
+        result = x @ y.transpose(-1, -2)
+    else:
+        unit_x = F.normalize(x, dim=-1, eps=eps)
+        unit_y = unit_x if y is x else F.normalize(y, dim=-1, eps=eps)
+        result = unit_x @ unit_y.transpose(-1, -2)
+        if kind == "cosine_distance":
+            result = 1.0 - result
+    return result if divide_by == 1.0 else result / divide_by
+
+
+def _check(x: torch.Tensor, y: torch.Tensor | None, kind: str, eps: float, divide_by: float) -> None:
+    for name, value in (("x", x), ("y", y)):
+        if value is None:
+            continue
+        if not isinstance(value, torch.Tensor) or value.ndim != 3 or not value.is_floating_point():
+            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise ValueError(f"{name} must be a floating-point [B, rows, D] tensor, got {shape}")
+    if y is not None:
+        if y.shape[0] != x.shape[0] or y.shape[2] != x.shape[2]:
+            raise ValueError(f"x {tuple(x.shape)} and y {tuple(y.shape)} must share the batch size and the width D")
+        if y.device != x.device:
+            raise ValueError(f"x is on {x.device} but y is on {y.device}")
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if not eps > 0:
+        raise ValueError(f"eps must be positive, got {eps!r}")
+    if not divide_by > 0:
+        raise ValueError(f"divide_by must be positive, got {divide_by!r}")
+
+
+def pairwise(
+    x: torch.Tensor,
+    y: torch.Tensor | None = None,
+    *,
+    kind: str = "dot",
+    eps: float = NORM_EPS,
+    divide_by: float = 1.0,
+    out: torch.Tensor | None = None,
+    use_triton: bool | None = None,
+) -> torch.Tensor:
+    """``[B, M, N]`` float32 matrix of ``kind`` between the rows of ``x`` ``[B, M, D]`` and of ``y`` ``[B, N, D]``.
+
+    Args:
+        x, y: float tensors on one device (``y = x`` when omitted). Views are read in place (e.g. ``x[1:]`` and
+            ``x[:-1]`` to compare every frame with the previous one) as long as ``D`` is contiguous. When the dtypes
+            differ (bf16 tokens against a float32 mean, say), both are converted to float32 in registers.
+        kind: ``"dot"``, ``"cosine"``, ``"cosine_distance"`` or ``"euclidean"`` (see the module docstring).
+        eps: lower bound of a norm in the cosines.
+        divide_by: positive divisor of the result.
+        out: optional contiguous float32 ``[B, M, N]`` tensor to write into.
+        use_triton: ``None`` chooses (Triton on CUDA), ``True`` / ``False`` force; dtypes other than float32, bf16
+            and fp16 (float64) always take the PyTorch path.
+    """
+    _check(x, y, kind, eps, divide_by)
+    shape = (x.shape[0], x.shape[1], (x if y is None else y).shape[1])
+    if out is not None and (
+        not isinstance(out, torch.Tensor) or tuple(out.shape) != shape or out.dtype != torch.float32
+        or out.device != x.device or not out.is_contiguous()
+    ):
+        raise ValueError(f"out must be a contiguous float32 tensor of shape {shape} on {x.device}")
+    half_or_single = (torch.float32, torch.bfloat16, torch.float16)
+    empty = 0 in x.shape or (y is not None and 0 in y.shape)
+    if x.dtype not in half_or_single or (y is not None and y.dtype not in half_or_single) or empty or (
+        not resolve_use_triton(x, use_triton)
+    ):
+        result = pairwise_reference(x, y, kind, eps, divide_by)
+        return result if out is None else out.copy_(result)
+    from ._triton.pairwise import finish_pairwise, partial_dots, prepare_operand
+
+    x = x if x.stride(2) == 1 else x.contiguous()
+    y = y if y is None or y.stride(2) == 1 else y.contiguous()
+    other = x if y is None else y
+    # 16-bit operands of one dtype multiply as they are; otherwise every operand that is not bf16 is split into bf16
+    # hi + lo (exact for fp16, 16 of 24 mantissa bits for float32)
+    same_half = x.dtype == other.dtype and x.dtype in (torch.bfloat16, torch.float16)
+    x_split = not same_half and x.dtype != torch.bfloat16
+    y_split = not same_half and other.dtype != torch.bfloat16
+    needs_norms = kind != "dot"
+    x_operand, x_square = prepare_operand(x, x_split, needs_norms)
+    if y is None:
+        y_operand, y_square = x_operand, x_square
+    else:
+        y_operand, y_square = prepare_operand(y, y_split, needs_norms)
+    partial = partial_dots(x_operand, y_operand, x.shape[2], x_split, y_split)
+    out = torch.empty(shape, dtype=torch.float32, device=x.device) if out is None else out
+    return finish_pairwise(partial, out, x_square, y_square, kind, float(eps), float(divide_by))
+
+
+def matmul_float32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` ``[M, K] x [K, N]`` in float32. On CUDA, two bf16 / fp16 operands are multiplied on the tensor cores
+    with a float32 result (``torch.mm(..., out_dtype=torch.float32)``: exact products, float32 accumulation, the
+    same values as the float32 product of the upcast operands up to summation order) instead of upcasting first."""
+    if a.is_cuda and a.dtype == b.dtype and a.dtype in (torch.bfloat16, torch.float16):
+        return torch.mm(a, b, out_dtype=torch.float32)
+    return a.float() @ b.float()
