@@ -7,12 +7,13 @@ import itertools
 import math
 
 import torch
-import torch.nn.functional as F
 
 from vidcompress.assemble import merge_tokens
 from vidcompress.compressor import Compressor
+from vidcompress.kernels import pairwise
 from vidcompress.ops.budgets import first_set, int_tensor_on
 from vidcompress.ops.reconcile import Grouping, reconcile, release_candidates
+from vidcompress.ops.sorting import sort_ints
 from vidcompress.ops.sinkhorn import gibbs_kernel, sinkhorn
 from vidcompress.registry import register_compressor
 from vidcompress.tokens import CompressedTokens, Grid, VideoTokens
@@ -90,7 +91,7 @@ def marked_columns(mask: torch.Tensor, count: int) -> torch.Tensor:
     """``[B, count]`` ascending column indices of the set entries of ``mask`` ``[B, n]``, which has exactly ``count``
     set entries in every row (a fixed-size ``nonzero``)."""
     index = torch.arange(mask.shape[1], device=mask.device)
-    return torch.sort(torch.where(mask, index, mask.shape[1]), dim=1).values[:, :count]
+    return sort_ints(torch.where(mask, index, mask.shape[1]), mask.shape[1], dim=1).values[:, :count]
 
 
 def normalised_coordinates(grid: Grid, device: torch.device) -> torch.Tensor:
@@ -218,7 +219,7 @@ class AOT(Compressor):
         assert tokens.attention is not None  # checked by Compressor.__call__
         attention = tokens.attention.float()
         anchor_index = select_anchors(attention, tokens.grid, num_anchors, self.global_ratio, self.window_grid)
-        anchors, slot = self.intra_frame(tokens.features.float(), anchor_index, tokens.grid)
+        anchors, slot = self.intra_frame(tokens.features, anchor_index, tokens.grid)
         owner = torch.arange(frames * num_anchors, device=anchors.device).view(frames, num_anchors)
         if self.inter_compress:
             anchors, owner = self.inter_frame(anchors, owner, starts, lengths)
@@ -249,19 +250,22 @@ class AOT(Compressor):
     def intra_frame(
         self, features: torch.Tensor, anchor_index: torch.Tensor, grid: Grid
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Phase I: ``([T, M, D] updated anchors, [T, N] anchor slot each token went to)``."""
+        """Phase I: ``([T, M, D] float32 updated anchors, [T, N] anchor slot each token went to)``; ``features`` are
+        read in their own dtype (only the gathered rows are converted to float32)."""
         frames, n, _ = features.shape
         num_anchors = anchor_index.shape[1]
         device = features.device
         is_anchor = torch.zeros(frames, n, dtype=torch.bool, device=device).scatter(1, anchor_index, True)
         slot = torch.zeros(frames, n, dtype=torch.long, device=device)
         slot.scatter_(1, anchor_index, torch.arange(num_anchors, device=device).expand(frames, num_anchors))
-        anchors = gather_rows(features, anchor_index)
+        anchor_rows = gather_rows(features, anchor_index)
+        anchors = anchor_rows.float()
         if num_anchors == n:
             return anchors, slot
         other_index = marked_columns(~is_anchor, n - num_anchors)
-        others = gather_rows(features, other_index)
-        cosine = F.normalize(others, dim=-1) @ F.normalize(anchors, dim=-1).transpose(1, 2)  # [T, m, M]
+        other_rows = gather_rows(features, other_index)
+        cosine = pairwise(other_rows, anchor_rows, kind="cosine")  # [T, m, M]
+        others = other_rows.float()
         coords = normalised_coordinates(grid, device)
         spatial = torch.cdist(coords[other_index], coords[anchor_index])
         kernel = gibbs_kernel(1.0 - cosine + self.spatial_weight * spatial, self.epsilon)
@@ -294,7 +298,7 @@ class AOT(Compressor):
             clips = int_tensor_on(long_enough, device)
             frame = int_tensor_on(tuple(starts[i] + offset for i in long_enough), device)
             sources, targets = anchors[frame], keyframes[clips]
-            cosine = F.normalize(sources, dim=-1) @ F.normalize(targets, dim=-1).transpose(1, 2)
+            cosine = pairwise(sources, targets, kind="cosine")
             cost = 1.0 - cosine.clamp(-1 + 1e-6, 1 - 1e-6)
             cost = cost - cost.amin(dim=(1, 2), keepdim=True)
             cost = cost * (1.0 - math.exp(-(offset * offset) / (2.0 * self.sigma_t**2 + 1e-9)))

@@ -13,6 +13,7 @@ from vidcompress.compressor import Compressor
 from vidcompress.kernels import calibrated_kcenter, pairwise, segment_mean
 from vidcompress.llm_stage import LayerInputs, LayerReduction, keep_top_visual
 from vidcompress.ops.dpc_knn import dpc_knn
+from vidcompress.ops.sorting import sort_ints
 from vidcompress.ops.reconcile import Grouping, group_by_representative, reconcile
 from vidcompress.ops.temporal import (
     adjacent_similarity,
@@ -233,7 +234,7 @@ class FlashVID(Compressor):
         values = best.reshape(-1)
         order = torch.sort(values, descending=True, stable=True).indices
         segment_of = ids.repeat_interleave(n, output_size=t * n)
-        ranked = values[order[torch.sort(segment_of[order], stable=True).indices]]
+        ranked = values[order[sort_ints(segment_of[order], t, stable=True).indices]]
         soft = ranked[(first * n + most - 1).clamp(min=0, max=t * n - 1)]  # the most-th largest of the segment
         guard = (best > torch.clamp(soft, min=-1.0 + 1e-6)[:, None]) & (most > 0)[:, None]
         return torch.where((children > most)[:, None], guard, child)

@@ -39,9 +39,11 @@ from vidcompress.kernels import (
     aligned_above,
     aligned_cosine,
     best_match,
+    density_scores,
     diversity_partition,
     greedy_kcenter,
     greedy_mmr,
+    pairwise,
     segment_mean,
     segment_mean_csr,
     segment_offsets,
@@ -189,6 +191,32 @@ class Bench:
             agree = best_match_agreement(videos[0])
         self.add(name, "best match in previous frame", kernel, ref, video_bytes + (t - 1) * n * 12, copy_tbs, agree)
 
+        for op, kind, dtype_in in (("pairwise cosine distance, bf16 (ADTS)", "cosine_distance", dtype),
+                                   ("pairwise euclidean, float32 split (DPC-kNN)", "euclidean", torch.float32)):
+            inputs = [v.to(dtype_in) for v in videos[:2]]
+            nbytes = inputs[0].numel() * inputs[0].element_size() + t * n * n * 4
+            ref = self.time(lambda x: pairwise(x, kind=kind, use_triton=False), inputs)
+            kernel, agree = None, {}
+            if self.triton:
+                kernel = self.time(lambda x: pairwise(x, kind=kind, use_triton=True), inputs)
+                agree = pairwise_agreement(inputs[0], kind)
+            self.add(name, op, kernel, ref, nbytes, copy_tbs, agree)
+            del inputs
+
+        distances = pairwise(videos[0], kind="euclidean", divide_by=d**0.5)
+        valid = torch.rand(t, n, generator=torch.Generator(device=device).manual_seed(0), device=device) < 0.8
+        neighbours = torch.full((t,), 7, dtype=torch.long, device=device)
+        ref = self.time(lambda x: density_scores(x, neighbours, 7, valid, use_triton=False), [distances])
+        kernel, agree = None, {}
+        if self.triton:
+            kernel = self.time(lambda x: density_scores(x, neighbours, 7, valid, use_triton=True), [distances])
+            got = density_scores(distances, neighbours, 7, valid, use_triton=True)
+            want = density_scores(distances, neighbours, 7, valid, use_triton=False)
+            finite = torch.isfinite(want[1])
+            error = max((got[0] - want[0]).abs().max().item(), (got[1] - want[1])[finite].abs().max().item())
+            agree = {"max_abs_err": error, "agree": error <= 1e-5 and torch.equal(finite, torch.isfinite(got[1]))}
+        self.add(name, "DPC-kNN density + score, k=7", kernel, ref, distances.numel() * 4, copy_tbs, agree)
+
         budget = max(1, round(0.25 * n))
         budgets = torch.full((t,), budget, dtype=torch.long, device=device)
         importance = torch.rand(t, n, device=device)
@@ -295,6 +323,32 @@ def best_match_agreement(video: torch.Tensor, repeats: int = 5) -> dict[str, Any
         "kernel_runs_identical": runs_identical,
         "agree": kernel_err.max().item() <= 1e-4 and not bool((mismatch & clear).any()) and runs_identical,
     }
+
+
+def pairwise_agreement(x: torch.Tensor, kind: str, repeats: int = 3) -> dict[str, Any]:
+    """The tensor-core path and the float32 PyTorch path of :func:`pairwise`, each against float64: the largest
+    cosine error, or for distances the largest error of the squared distance relative to ``(|x|^2 + |y|^2) / 2``.
+    Repeated runs must be identical (no race)."""
+    got = pairwise(x, kind=kind, use_triton=True)
+    runs_identical = all(torch.equal(pairwise(x, kind=kind, use_triton=True), got) for _ in range(repeats))
+    exact = x.double()
+    if kind == "euclidean":
+        square = exact.square().sum(-1)
+        scale = (square[:, :, None] + square[:, None, :]) / 2
+        want = torch.cdist(exact, exact).square()
+
+        def error(value: torch.Tensor) -> float:
+            return ((value.double().square() - want) / scale).abs().max().item()
+    else:
+        unit = torch.nn.functional.normalize(exact, dim=-1)
+        want = 1.0 - torch.bmm(unit, unit.transpose(1, 2))
+
+        def error(value: torch.Tensor) -> float:
+            return (value.double() - want).abs().max().item()
+    kernel_err = error(got)
+    reference_err = error(pairwise(x, kind=kind, use_triton=False))
+    return {"kernel_err_vs_fp64": kernel_err, "reference_err_vs_fp64": reference_err,
+            "kernel_runs_identical": runs_identical, "agree": kernel_err <= 1e-4 and runs_identical}
 
 
 def time_method(name: str, grid: tuple[int, int, int], dim: int, retention: float = 0.25,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from .kernels import segment_mean
+from .ops.sorting import sort_ints
 from .tokens import CompressedTokens, VideoTokens
 
 __all__ = ["identity", "select_tokens", "merge_tokens", "host_to_device"]
@@ -41,7 +42,7 @@ def select_tokens(tokens: VideoTokens, indices: torch.Tensor) -> CompressedToken
     Output rows follow temporal-then-raster order whatever the order of ``indices``. Pass ``indices`` on the
     features' device (or pinned on the host) on the hot path: a pageable host tensor is copied synchronously.
     """
-    keep = torch.sort(indices.to(device=tokens.features.device, dtype=torch.long, non_blocking=True)).values
+    keep = sort_ints(indices.to(device=tokens.features.device, non_blocking=True), tokens.num_tokens).values
     source = torch.full((tokens.num_tokens,), -1, dtype=torch.long, device=keep.device)
     source[keep] = torch.arange(keep.shape[0], device=keep.device)
     return CompressedTokens(
@@ -75,7 +76,7 @@ def merge_tokens(
     group = group.to(device=device, dtype=torch.long)
     representative = representative.to(device=device, dtype=torch.long)
     num_groups = representative.shape[0]
-    order = torch.argsort(representative)
+    order = sort_ints(representative, group.shape[0]).indices
     # rank[g] = output row of group g
     rank = torch.empty_like(order)
     rank[order] = torch.arange(num_groups, device=device)

@@ -12,6 +12,8 @@ import torch
 
 from vidcompress.assemble import host_to_device
 
+from .sorting import sort_ints
+
 __all__ = ["descending_rank", "top_per_row", "first_set", "picks_to_flat", "proportional_budgets", "int_tensor_on"]
 
 
@@ -32,7 +34,7 @@ def first_set(mask: torch.Tensor, count: int) -> torch.Tensor:
     """Ascending indices of the first ``count`` set entries of the 1-D bool ``mask`` (``nonzero`` with a size known
     on the host: no sync). Entries past the last set one are ``mask.numel()``."""
     index = torch.arange(mask.shape[0], device=mask.device)
-    return torch.sort(torch.where(mask, index, mask.shape[0])).values[:count]
+    return sort_ints(torch.where(mask, index, mask.shape[0]), mask.shape[0]).values[:count]
 
 
 @functools.lru_cache(maxsize=256)
@@ -50,7 +52,8 @@ def picks_to_flat(picks: torch.Tensor, budgets: list[int], row_size: int) -> tor
     keep = torch.arange(picks.shape[1], device=device)[None, :] < limit[:, None]
     offsets = torch.arange(picks.shape[0], device=device)[:, None] * row_size
     past_end = torch.full_like(picks, picks.shape[0] * row_size)
-    return torch.sort(torch.where(keep, picks + offsets, past_end).reshape(-1)).values[: sum(budgets)]
+    flat = torch.where(keep, picks + offsets, past_end).reshape(-1)
+    return sort_ints(flat, picks.shape[0] * row_size).values[: sum(budgets)]
 
 
 def proportional_budgets(weights: torch.Tensor, total: int, floor: int, cap: int) -> torch.Tensor:

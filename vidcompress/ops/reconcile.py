@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from ..kernels import segment_mean
+from .sorting import sort_ints
 from .temporal import smallest_first, unit
 
 __all__ = ["Grouping", "group_by_representative", "release_candidates", "group_priority", "reconcile"]
@@ -92,7 +93,7 @@ def group_by_representative(
         flags = torch.zeros(total, dtype=torch.long, device=rep_of.device)
         flags.scatter_reduce_(0, rep_of.clamp(min=0), member.long(), reduce="amax")
         index = torch.arange(total, device=rep_of.device)
-        reps = torch.sort(torch.where(flags > 0, index, total)).values[: min(total, num_groups or max_groups)]
+        reps = sort_ints(torch.where(flags > 0, index, total), total).values[: min(total, num_groups or max_groups)]
         size = None if num_groups is not None else flags.sum()
     group = torch.where(member, torch.searchsorted(reps, rep_of.clamp(min=0)), torch.full_like(rep_of, -1))
     weights = torch.ones(rep_of.shape[0], device=rep_of.device) if weights is None else weights.float()
@@ -111,7 +112,7 @@ def release_candidates(grouping: Grouping, score: torch.Tensor) -> torch.Tensor:
     descending ``score`` ``[M]`` (ties: lower index first), then the representatives (never to be released)."""
     order = torch.sort(score.float(), descending=True, stable=True).indices
     kind = (grouping.group >= 0).long() + _representative_mask(grouping).long()  # 0 dropped, 1 member, 2 rep
-    return order[torch.sort(kind[order], stable=True).indices]
+    return order[sort_ints(kind[order], 2, stable=True).indices]
 
 
 def group_priority(grouping: Grouping, score: torch.Tensor) -> torch.Tensor:
@@ -122,7 +123,7 @@ def group_priority(grouping: Grouping, score: torch.Tensor) -> torch.Tensor:
     )
     padded_score = torch.cat([score.float(), score.new_full((1,), float("inf"), dtype=torch.float32)])
     rep_score = padded_score[grouping.representative.clamp(max=score.shape[0])]
-    rank = torch.argsort(torch.argsort(rep_score, stable=True), stable=True)
+    rank = sort_ints(torch.argsort(rep_score, stable=True), rep_score.shape[0], stable=True).indices
     return sizes + rank.float() / (grouping.num_real + 1)
 
 
@@ -159,7 +160,7 @@ def _fold(
     else:
         means = unit(grouping.features)
     # lowest priority folds first; ties: the group with the lower representative folds first
-    by_rep = torch.argsort(reps)
+    by_rep = sort_ints(reps, grouping.group.shape[0]).indices
     ranked = torch.where(real, priority, torch.full_like(priority, float("inf")))
     fold = by_rep[smallest_first(ranked[by_rep])[:max_excess]]
     fold_valid = torch.arange(fold.shape[0], device=device) < excess
@@ -242,7 +243,7 @@ def _assemble(
     kept_slots = torch.where(folding.keep, slots, num_groups)
     if count > num_groups:  # room for the singletons
         kept_slots = torch.cat([kept_slots, slots.new_full((count - num_groups,), num_groups)])
-    keep_ids = torch.sort(kept_slots).values[:count]  # num_groups: an empty slot
+    keep_ids = sort_ints(kept_slots, num_groups).values[:count]  # num_groups: an empty slot
     released = candidates[:count]
     order = torch.arange(released.shape[0], device=device)
     chosen = torch.where(order < count - kept, released, total)
