@@ -10,7 +10,7 @@ import torch
 
 from vidcompress.assemble import merge_tokens
 from vidcompress.compressor import Compressor
-from vidcompress.kernels import pairwise
+from vidcompress.kernels import matmul_float32, pairwise
 from vidcompress.ops.budgets import first_set, int_tensor_on
 from vidcompress.ops.reconcile import Grouping, reconcile, release_candidates
 from vidcompress.ops.sorting import sort_ints
@@ -265,7 +265,6 @@ class AOT(Compressor):
         other_index = marked_columns(~is_anchor, n - num_anchors)
         other_rows = gather_rows(features, other_index)
         cosine = pairwise(other_rows, anchor_rows, kind="cosine")  # [T, m, M]
-        others = other_rows.float()
         coords = normalised_coordinates(grid, device)
         spatial = torch.cdist(coords[other_index], coords[anchor_index])
         kernel = gibbs_kernel(1.0 - cosine + self.spatial_weight * spatial, self.epsilon)
@@ -275,9 +274,13 @@ class AOT(Compressor):
         if self.ot_mass == "per_anchor":
             plan = plan * num_anchors
         scale = self.intra_scale
-        transported = (anchors + scale * plan.transpose(1, 2) @ others) / (1.0 + scale * plan.sum(dim=1))[..., None]
+        # the float32 plan times the bf16 rows on the tensor cores (float32 result), no float32 copy of the rows
+        moved = matmul_float32(plan.transpose(1, 2).contiguous(), other_rows)  # [T, M, D]
+        transported = (anchors + scale * moved) / (1.0 + scale * plan.sum(dim=1))[..., None]
         nearest = cosine.argmax(dim=-1)
-        hard_sum = (scale * anchors).scatter_add(1, nearest[..., None].expand_as(others), others)
+        joins = torch.zeros(frames, num_anchors, n - num_anchors, dtype=other_rows.dtype, device=device)
+        joins.scatter_(1, nearest[:, None, :], 1.0)  # [T, M, m] one-hot: the sum of each anchor's nearest rows
+        hard_sum = scale * anchors + matmul_float32(joins, other_rows)
         hard_count = torch.full((frames, num_anchors), scale, device=device).scatter_add(
             1, nearest, torch.ones_like(nearest, dtype=torch.float32)
         )

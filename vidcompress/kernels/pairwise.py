@@ -142,9 +142,20 @@ def pairwise(
 
 
 def matmul_float32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a @ b`` ``[M, K] x [K, N]`` in float32. On CUDA, two bf16 / fp16 operands are multiplied on the tensor cores
-    with a float32 result (``torch.mm(..., out_dtype=torch.float32)``: exact products, float32 accumulation, the
-    same values as the float32 product of the upcast operands up to summation order) instead of upcasting first."""
-    if a.is_cuda and a.dtype == b.dtype and a.dtype in (torch.bfloat16, torch.float16):
-        return torch.mm(a, b, out_dtype=torch.float32)
-    return a.float() @ b.float()
+    """``a @ b`` in float32 for ``[M, K] x [K, N]`` or batched ``[B, M, K] x [B, K, N]`` operands.
+
+    On CUDA, with ``b`` in bf16 / fp16 the product runs on the tensor cores with a float32 result
+    (``torch.mm`` / ``torch.bmm(..., out_dtype=torch.float32)``) instead of upcasting ``b`` first: a 16-bit ``a`` of
+    the same dtype goes in as it is (exact products), a float32 ``a`` against bf16 ``b`` as two bf16 parts
+    ``hi + lo`` (16 of its 24 mantissa bits: ``a`` holds weights such as transport plans). Elsewhere (CPU, other
+    dtypes) both operands are upcast: the same values up to summation order and the split.
+    """
+    product = torch.bmm if a.ndim == 3 else torch.mm
+    if a.is_cuda and b.dtype in (torch.bfloat16, torch.float16):
+        if a.dtype == b.dtype:
+            return product(a, b, out_dtype=torch.float32)
+        if a.dtype == torch.float32 and b.dtype == torch.bfloat16:
+            hi = a.to(torch.bfloat16)
+            lo = (a - hi.float()).to(torch.bfloat16)
+            return product(hi, b, out_dtype=torch.float32).add_(product(lo, b, out_dtype=torch.float32))
+    return product(a.float(), b.float())
