@@ -103,8 +103,11 @@ def normalised_coordinates(grid: Grid, device: torch.device) -> torch.Tensor:
 
 
 def gather_rows(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """``values[t, index[t]]`` for ``values`` ``[T, N, D]`` and ``index`` ``[T, K]``."""
-    return values.gather(1, index[..., None].expand(-1, -1, values.shape[-1]))
+    """``values[t, index[t]]`` for ``values`` ``[T, N, D]`` and ``index`` ``[T, K]``: one row gather over the
+    flattened tokens (whole rows copied with vector loads, unlike ``gather`` with an expanded index)."""
+    frames, n, dim = values.shape
+    flat_index = index + torch.arange(frames, device=index.device)[:, None] * n
+    return values.reshape(frames * n, dim)[flat_index.reshape(-1)].reshape(*index.shape, dim)
 
 
 @register_compressor(

@@ -8,10 +8,11 @@ import torch
 
 from vidcompress.assemble import merge_tokens
 from vidcompress.compressor import Compressor
+from vidcompress.kernels import segment_mean
 from vidcompress.kernels.runs import refine_runs, run_ids
 from vidcompress.ops.dpc_knn import dpc_knn
 from vidcompress.ops.reconcile import group_by_representative, group_priority, reconcile, release_candidates
-from vidcompress.ops.temporal import frame_means, segment_means, unit
+from vidcompress.ops.temporal import NORM_EPS, frame_means, segment_means
 from vidcompress.registry import register_compressor
 from vidcompress.tokens import CompressedTokens, VideoTokens
 
@@ -118,8 +119,17 @@ class PruneVid(Compressor):
         lengths = torch.zeros(segments, dtype=torch.long, device=device).index_add_(
             0, segment_of, torch.ones_like(segment_of)
         )
-        direction_sums = torch.zeros(segments, n, tokens.features.shape[2], device=device)
-        direction_sums.index_add_(0, segment_of, unit(tokens.features))
+        # sum of the unit vectors of each (segment, position): one weighted segment-mean pass with weights
+        # 1 / |x| scaled back by their totals, instead of a float32 copy of the normalised video
+        inverse_norm = 1.0 / torch.linalg.vector_norm(tokens.flat_features, dim=-1, dtype=torch.float32).clamp(
+            min=NORM_EPS
+        )
+        row = (segment_of[:, None] * n + torch.arange(n, device=device)).reshape(-1)
+        totals = torch.zeros(segments * n, device=device).index_add_(0, row, inverse_norm)
+        direction_sums = segment_mean(
+            tokens.flat_features, row, segments * n, inverse_norm, row_scale=totals, dtype=torch.float32,
+            validate=False,
+        ).reshape(segments, n, -1)
         pairs = (lengths * (lengths - 1)).float()[:, None]
         mean_cosine = (direction_sums.square().sum(-1) - lengths[:, None]) / pairs.clamp(min=1)
         static = (mean_cosine > self.tau) & (lengths[:, None] > 1)  # [segments, N]

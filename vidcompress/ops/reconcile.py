@@ -26,9 +26,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..kernels import segment_mean
+from ..kernels import pairwise, segment_mean
 from .sorting import sort_ints
-from .temporal import smallest_first, unit
+from .temporal import smallest_first
 
 __all__ = ["Grouping", "group_by_representative", "release_candidates", "group_priority", "reconcile"]
 
@@ -154,11 +154,11 @@ def _fold(
     totals = torch.zeros(num_groups, device=device).index_add_(0, safe, grouping.weights * member)
     # member-count weighting, so that folding two rows averages them by their number of members
     weights = grouping.weights * (sizes / totals.clamp(min=1e-30))[safe] * member
-    if grouping.features is None:  # the direction of each group's weighted mean (one segment-mean pass)
-        means = unit(segment_mean(features, torch.where(member, group, -1), num_groups, weights,
-                                  dtype=torch.float32, validate=False))
+    if grouping.features is None:  # each group's weighted mean (one segment-mean pass)
+        means = segment_mean(features, torch.where(member, group, -1), num_groups, weights, dtype=torch.float32,
+                             validate=False)
     else:
-        means = unit(grouping.features)
+        means = grouping.features
     # lowest priority folds first; ties: the group with the lower representative folds first
     by_rep = sort_ints(reps, grouping.group.shape[0]).indices
     ranked = torch.where(real, priority, torch.full_like(priority, float("inf")))
@@ -168,7 +168,8 @@ def _fold(
     folded.index_fill_(0, torch.where(fold_valid, fold, num_groups), True)
     keep = real & ~folded[:num_groups]
     frame = reps // frame_size
-    affinity = means[fold] @ means.T + 2.0 * (frame[fold][:, None] == frame[None, :])
+    cosine = pairwise(means[fold][None], means[None], kind="cosine")[0]  # [max_excess, G], tensor cores on CUDA
+    affinity = cosine + 2.0 * (frame[fold][:, None] == frame[None, :])
     target = affinity.masked_fill(~keep[None, :], float("-inf")).argmax(-1)
     mapping = torch.cat([slots, slots.new_full((1,), num_groups)])
     mapping.scatter_(0, torch.where(fold_valid, fold, num_groups), torch.where(fold_valid, target, num_groups))
