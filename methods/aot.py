@@ -279,17 +279,16 @@ class AOT(Compressor):
         scale = self.intra_scale
         # the float32 plan times the bf16 rows on the tensor cores (float32 result), no float32 copy of the rows
         moved = matmul_float32(plan.transpose(1, 2).contiguous(), other_rows)  # [T, M, D]
-        transported = (anchors + scale * moved) / (1.0 + scale * plan.sum(dim=1))[..., None]
+        transported = torch.add(anchors, moved, alpha=scale).div_((1.0 + scale * plan.sum(dim=1))[..., None])
         nearest = cosine.argmax(dim=-1)
         joins = torch.zeros(frames, num_anchors, n - num_anchors, dtype=other_rows.dtype, device=device)
         joins.scatter_(1, nearest[:, None, :], 1.0)  # [T, M, m] one-hot: the sum of each anchor's nearest rows
-        hard_sum = scale * anchors + matmul_float32(joins, other_rows)
         hard_count = torch.full((frames, num_anchors), scale, device=device).scatter_add(
             1, nearest, torch.ones_like(nearest, dtype=torch.float32)
         )
-        hard = hard_sum / hard_count[..., None]
+        hard = matmul_float32(joins, other_rows).add_(anchors, alpha=scale).div_(hard_count[..., None])
         slot.scatter_(1, other_index, plan.argmax(dim=-1))
-        return (1.0 - self.hard_mix) * transported + self.hard_mix * hard, slot
+        return torch.lerp(transported, hard, self.hard_mix), slot  # (1 - hard_mix) transported + hard_mix hard
 
     def inter_frame(
         self, anchors: torch.Tensor, owner: torch.Tensor, starts: list[int], lengths: list[int]
