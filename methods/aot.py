@@ -13,8 +13,8 @@ from vidcompress.compressor import Compressor
 from vidcompress.kernels import matmul_float32, pairwise
 from vidcompress.ops.budgets import first_set, int_tensor_on
 from vidcompress.ops.reconcile import Grouping, reconcile, release_candidates
-from vidcompress.ops.sorting import sort_ints
 from vidcompress.ops.sinkhorn import gibbs_kernel, sinkhorn
+from vidcompress.ops.sorting import sort_ints
 from vidcompress.registry import register_compressor
 from vidcompress.tokens import CompressedTokens, Grid, VideoTokens
 

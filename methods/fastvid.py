@@ -7,8 +7,8 @@ import torch
 from vidcompress.assemble import merge_tokens
 from vidcompress.compressor import Compressor
 from vidcompress.kernels import matmul_float32, pairwise
-from vidcompress.ops.dpc_knn import density_peaks, rank_desc
 from vidcompress.ops.budgets import first_set
+from vidcompress.ops.dpc_knn import density_peaks, rank_desc
 from vidcompress.ops.reconcile import group_by_representative, group_priority, reconcile, release_candidates
 from vidcompress.ops.temporal import adjacent_similarity, cuts_with_minimum, frame_means, segment_ids
 from vidcompress.registry import register_compressor
@@ -168,7 +168,8 @@ class FastVID(Compressor):
         affinity = pairwise(flat, flat[:, safe], kind="cosine")[0].masked_fill(
             ids.repeat_interleave(n, output_size=size)[:, None] != segment[None, :], float("-inf")
         )
-        return affinity.masked_fill(torch.arange(size, device=safe.device)[:, None] == context_index[None, :], float("inf"))
+        own = torch.arange(size, device=safe.device)[:, None] == context_index[None, :]
+        return affinity.masked_fill(own, float("inf"))
 
     def _member_weights(self, rep_of: torch.Tensor, members: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """Weights of ``w * context + (1 - w) * mean(members)``, ``w = max(1 / (n + 1), beta)``."""

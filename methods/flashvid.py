@@ -13,8 +13,8 @@ from vidcompress.compressor import Compressor
 from vidcompress.kernels import calibrated_kcenter, pairwise, segment_mean
 from vidcompress.llm_stage import LayerInputs, LayerReduction, keep_top_visual
 from vidcompress.ops.dpc_knn import dpc_knn
+from vidcompress.ops.reconcile import group_by_representative, reconcile
 from vidcompress.ops.sorting import sort_ints
-from vidcompress.ops.reconcile import Grouping, group_by_representative, reconcile
 from vidcompress.ops.temporal import (
     adjacent_similarity,
     cuts_with_minimum,

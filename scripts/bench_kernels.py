@@ -193,7 +193,8 @@ class Bench:
 
         for op, kind, dtype_in in (("pairwise cosine distance, bf16 (ADTS)", "cosine_distance", dtype),
                                    ("pairwise euclidean, float32 split (DPC-kNN)", "euclidean", torch.float32)):
-            inputs = [v.to(dtype_in) for v in videos[:2]]
+            # float32 inputs drawn in float32 (not widened bf16, whose low split part would be zero)
+            inputs = [random_video(100 + s, (t, n, d), dtype_in, device) for s in range(2)]
             nbytes = inputs[0].numel() * inputs[0].element_size() + t * n * n * 4
             ref = self.time(lambda x: pairwise(x, kind=kind, use_triton=False), inputs)
             kernel, agree = None, {}

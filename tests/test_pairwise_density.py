@@ -177,7 +177,9 @@ def test_dpc_knn_separates_two_blobs() -> None:
 @pytest.mark.parametrize("config", [(64, 64, 64, 1), (32, 16, 32, 3), (16, 64, 16, 8)])
 @pytest.mark.parametrize("dtypes", [(torch.bfloat16, torch.bfloat16), (torch.float32, torch.float32),
                                     (torch.float16, torch.float32)])
-def test_pairwise_launch_configs_agree(config: tuple[int, int, int, int], dtypes: tuple[torch.dtype, torch.dtype]) -> None:
+def test_pairwise_launch_configs_agree(
+    config: tuple[int, int, int, int], dtypes: tuple[torch.dtype, torch.dtype]
+) -> None:
     """Tiles, slices of D and the hi / lo terms cover every product exactly once, whatever the configuration."""
     from vidcompress.kernels._triton.pairwise import finish_pairwise, partial_dots, prepare_operand
 

@@ -25,7 +25,7 @@ from vidcompress.kernels.sinkhorn import sinkhorn_reference, sinkhorn_scalings
 for _name in [name for name in sys.modules if name.startswith("vidcompress.kernels._triton.")]:
     importlib.reload(sys.modules[_name])
 
-from vidcompress.kernels._triton.sinkhorn import launch_sinkhorn
+from vidcompress.kernels._triton.sinkhorn import launch_sinkhorn  # noqa: E402
 
 #: (batch, rows, cols, max_iter, tol, epsilon, NaN entry): stops after one update (tol 1), early, never (tol 0, NaN in
 #: a joint batch), at max_iter (few updates allowed), a padded and an exact power-of-two block, AOT's 154 x 42.

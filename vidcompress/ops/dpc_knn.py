@@ -10,7 +10,8 @@ Used by FlashVID, HoliTom, FastVID and PruneVid (methods.md §0.5). For ``n`` to
 
 The references break density ties with unseeded noise of scale 1e-6; here a tie is broken by index (the lower
 index counts as denser, and ranks first among equal scores), so the result is deterministic. Rows have their own
-number of valid tokens, clusters and neighbours, so one ``cdist`` serves a whole batch of frames.
+number of valid tokens, clusters and neighbours, so one distance matrix (:func:`~vidcompress.kernels.pairwise`) and
+one density pass (:func:`~vidcompress.kernels.density_scores`) serve a whole batch of frames.
 """
 
 from __future__ import annotations

@@ -15,6 +15,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -155,8 +157,9 @@ def _finish_kernel(
 def prepare_operand(
     x: torch.Tensor, split: bool, norms: bool, block_r: int = 4, block_d: int = 512, num_warps: int = 4
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``(operand, squared norms)`` of ``x`` ``[B, M, D]`` (unit stride along ``D``): the operand is ``x`` itself or, with ``split``, the
-    contiguous bf16 ``[B, M, 2D]`` tensor ``hi | lo``; the float32 ``[B, M]`` squared norms when ``norms``."""
+    """``(operand, squared norms)`` of ``x`` ``[B, M, D]`` (unit stride along ``D``): the operand is ``x`` itself
+    or, with ``split``, the contiguous bf16 ``[B, M, 2D]`` tensor ``hi | lo``; the float32 ``[B, M]`` squared norms
+    when ``norms``."""
     if not split and not norms:
         return x, None
     batch, rows, dim = x.shape
@@ -168,6 +171,11 @@ def prepare_operand(
         num_warps=num_warps,
     )
     return (parts if split else x), (square if norms else None)
+
+
+@functools.cache
+def _multiprocessors(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count
 
 
 def partial_dots(
@@ -199,7 +207,7 @@ def partial_dots(
     tiles = triton.cdiv(rows, block_m) * triton.cdiv(cols, block_n)
     chunks = triton.cdiv(dim, block_d)
     if slices is None:
-        programs = 2 * torch.cuda.get_device_properties(x.device).multi_processor_count if x.is_cuda else 1
+        programs = 2 * _multiprocessors(x.device) if x.is_cuda else 1
         slices = max(triton.cdiv(dim, SLICE_WIDTH), triton.cdiv(programs, tiles * batch))
     slices = max(1, min(slices, chunks))
     slice_width = triton.cdiv(chunks, slices) * block_d
