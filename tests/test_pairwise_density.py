@@ -154,6 +154,12 @@ def test_density_scores_triton_agrees(shape: tuple[int, int, int], elements: int
     assert torch.allclose(score[finite], ref_score[finite], rtol=0.0, atol=2e-7)
 
 
+def test_density_scores_empty_batch() -> None:
+    density, score = density_scores(torch.empty(0, 5, 5), torch.empty(0, dtype=torch.long), 3,
+                                    torch.empty(0, 5, dtype=torch.bool), use_triton=True)
+    assert density.shape == score.shape == (0, 5)
+
+
 def test_density_scores_large_k_takes_the_reference_path() -> None:
     distances = torch.rand(1, 80, 80)
     distances = (distances + distances.transpose(1, 2)) / 2

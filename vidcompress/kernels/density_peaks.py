@@ -74,7 +74,7 @@ def density_scores(
             ``False`` force.
     """
     rows, n, _ = distances.shape
-    fits = min(k_max, n) <= MAX_K and n <= MAX_TOKENS and n > 0
+    fits = min(k_max, n) <= MAX_K and 0 < n <= MAX_TOKENS and rows > 0
     if not fits or not resolve_use_triton(distances, use_triton):
         return density_scores_reference(distances, k, k_max, valid)
     from ._triton.density_peaks import launch_density_scores
