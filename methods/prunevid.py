@@ -9,10 +9,11 @@ import torch
 from vidcompress.assemble import merge_tokens
 from vidcompress.compressor import Compressor
 from vidcompress.kernels import segment_mean
+from vidcompress.kernels.pairwise import NORM_EPS
 from vidcompress.kernels.runs import refine_runs, run_ids
 from vidcompress.ops.dpc_knn import dpc_knn
 from vidcompress.ops.reconcile import group_by_representative, group_priority, reconcile, release_candidates
-from vidcompress.ops.temporal import NORM_EPS, frame_means, segment_means
+from vidcompress.ops.temporal import frame_means, segment_means
 from vidcompress.registry import register_compressor
 from vidcompress.tokens import CompressedTokens, VideoTokens
 

@@ -25,7 +25,7 @@ from vidcompress.kernels.sinkhorn import sinkhorn_reference, sinkhorn_scalings
 for _name in [name for name in sys.modules if name.startswith("vidcompress.kernels._triton.")]:
     importlib.reload(sys.modules[_name])
 
-from vidcompress.kernels._triton.sinkhorn import launch_sinkhorn  # noqa: E402
+from vidcompress.kernels._triton.sinkhorn import launch_sinkhorn
 
 #: (batch, rows, cols, max_iter, tol, epsilon, NaN entry): stops after one update (tol 1), early, never (tol 0, NaN in
 #: a joint batch), at max_iter (few updates allowed), a padded and an exact power-of-two block, AOT's 154 x 42.
@@ -90,15 +90,22 @@ def _assert_same_bits(actual: torch.Tensor, expected: torch.Tensor) -> None:
     torch.testing.assert_close(actual, expected, rtol=0.0, atol=0.0, equal_nan=True)
 
 
+def _single_launch_matches_two(kernel, mu, nu, max_iter: int, tol: float, joint_stop: bool):  # type: ignore[no-untyped-def]
+    """``sinkhorn_scalings``' ``(r, c)``, checked bit for bit against the two-launch schedule; also returns the
+    schedule's ``[B]`` update counts."""
+    r_expected, c_expected, updates = _two_launches(kernel, mu, nu, max_iter, tol, joint_stop)
+    r, c = sinkhorn_scalings(kernel, mu, nu, max_iter, tol, joint_stop, use_triton=True)
+    _assert_same_bits(r, r_expected)
+    _assert_same_bits(c, c_expected)
+    return r, c, updates
+
+
 @pytest.mark.parametrize("joint_stop", [False, True])
 def test_single_launch_gives_the_bits_of_two_launches(joint_stop: bool, poisoned_empty: None) -> None:
     stopped_early = stopped_at_max = 0
     for seed, (batch, rows, cols, max_iter, tol, epsilon, nan) in enumerate(CASES):
         kernel, mu, nu = _problems(seed, batch, rows, cols, epsilon, nan)
-        r_expected, c_expected, updates = _two_launches(kernel, mu, nu, max_iter, tol, joint_stop)
-        r, c = sinkhorn_scalings(kernel, mu, nu, max_iter, tol, joint_stop, use_triton=True)
-        _assert_same_bits(r, r_expected)
-        _assert_same_bits(c, c_expected)
+        r, c, updates = _single_launch_matches_two(kernel, mu, nu, max_iter, tol, joint_stop)
         stopped_early += int((updates < max_iter).sum())
         stopped_at_max += int((updates == max_iter).sum())
         if not nan:
@@ -114,20 +121,14 @@ def test_joint_stop_without_room_for_the_history_runs_two_launches(
     monkeypatch.setattr(sinkhorn_module, "HISTORY_BYTES", 0)
     for seed, (batch, rows, cols, max_iter, tol, epsilon, nan) in enumerate(CASES):
         kernel, mu, nu = _problems(seed, batch, rows, cols, epsilon, nan)
-        r_expected, c_expected, _ = _two_launches(kernel, mu, nu, max_iter, tol, joint_stop=True)
-        r, c = sinkhorn_scalings(kernel, mu, nu, max_iter, tol, joint_stop=True, use_triton=True)
-        _assert_same_bits(r, r_expected)
-        _assert_same_bits(c, c_expected)
+        _single_launch_matches_two(kernel, mu, nu, max_iter, tol, joint_stop=True)
 
 
 def test_batches_above_max_polled_record_every_update(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys.modules[launch_sinkhorn.__module__], "MAX_POLLED", 2)
     for seed, (batch, rows, cols, max_iter, tol, epsilon, nan) in enumerate(CASES):
         kernel, mu, nu = _problems(seed, batch, rows, cols, epsilon, nan)
-        r_expected, c_expected, _ = _two_launches(kernel, mu, nu, max_iter, tol, joint_stop=True)
-        r, c = sinkhorn_scalings(kernel, mu, nu, max_iter, tol, joint_stop=True, use_triton=True)
-        _assert_same_bits(r, r_expected)
-        _assert_same_bits(c, c_expected)
+        _single_launch_matches_two(kernel, mu, nu, max_iter, tol, joint_stop=True)
         change = torch.full((max_iter, batch), -1.0)
         launch_sinkhorn(kernel, mu, nu, max_iter, joint_tol=tol, change=change)
         assert bool((change != -1).all()) or batch <= 2

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 
+from ..ops.sorting import narrowest
 from ._dispatch import resolve_use_triton
 
 __all__ = ["segment_offsets", "segment_mean", "segment_mean_csr", "segment_mean_reference"]
@@ -30,9 +31,8 @@ def segment_offsets(source: torch.Tensor, num_segments: int) -> tuple[torch.Tens
     sort of 6-12 k int16 keys is two 8-bit passes, ~15-20 us on an H100 — four times fewer passes than int64 keys)
     and one ``searchsorted`` of ``K + 1`` boundaries (a few us).
     """
-    key_dtype = torch.int16 if num_segments < torch.iinfo(torch.int16).max else torch.int32
-    sorted_source, members = torch.sort(source.to(key_dtype), stable=True)
-    boundaries = torch.arange(num_segments + 1, device=source.device, dtype=key_dtype)
+    sorted_source, members = torch.sort(narrowest(source, num_segments), stable=True)
+    boundaries = torch.arange(num_segments + 1, device=source.device, dtype=sorted_source.dtype)
     offsets = torch.searchsorted(sorted_source, boundaries)
     return members, offsets
 

@@ -43,9 +43,9 @@ def _per_row(value: PerRow, rows: int, device: torch.device) -> tuple[torch.Tens
 
 
 def pairwise_distances(x: torch.Tensor) -> torch.Tensor:
-    """``[B, n, n]`` float32 Euclidean distances divided by ``sqrt(D)``: one batched ``cdist`` on CPU, one
-    :func:`~vidcompress.kernels.pairwise` launch on CUDA (tensor cores at float32 accuracy; ``x`` is read in its own
-    dtype)."""
+    """``[B, n, n]`` float32 Euclidean distances divided by ``sqrt(D)``: one batched ``cdist`` on CPU,
+    :func:`~vidcompress.kernels.pairwise` on CUDA (tensor cores; ``x`` read in its own dtype; its docstring gives the
+    accuracy against float64)."""
     return pairwise(x, kind="euclidean", divide_by=math.sqrt(x.shape[-1]))
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from ..kernels import segment_mean
+from ..kernels.pairwise import NORM_EPS
 
 __all__ = [
     "unit",
@@ -25,9 +26,6 @@ __all__ = [
     "segment_means",
     "smallest_first",
 ]
-
-
-NORM_EPS = 1e-12  # torch.nn.functional.normalize's default
 
 
 def unit_and_norm(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -16,6 +16,17 @@ __all__ = ["launch_density_scores"]
 
 
 @triton.jit
+def _row_block(valid_ptr, n, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr):
+    """This program's batch entry, its ``BLOCK_R`` rows ``i`` and the columns ``j``, with their validity flags."""
+    batch = tl.program_id(1).to(tl.int64)
+    i = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    j = tl.arange(0, BLOCK_N)
+    valid_i = tl.load(valid_ptr + batch * n + i, mask=i < n, other=0) != 0
+    valid_j = tl.load(valid_ptr + batch * n + j, mask=j < n, other=0) != 0
+    return batch, i, j, valid_i, valid_j
+
+
+@triton.jit
 def _knn_density_kernel(
     dist_ptr,
     valid_ptr,
@@ -27,12 +38,8 @@ def _knn_density_kernel(
     BLOCK_R: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    batch = tl.program_id(1).to(tl.int64)
-    i = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
-    j = tl.arange(0, BLOCK_N)
+    batch, i, j, valid_i, valid_j = _row_block(valid_ptr, n, BLOCK_R, BLOCK_N)
     i_in = i < n
-    valid_i = tl.load(valid_ptr + batch * n + i, mask=i_in, other=0) != 0
-    valid_j = tl.load(valid_ptr + batch * n + j, mask=j < n, other=0) != 0
     pair = valid_i[:, None] & valid_j[None, :]
     d = tl.load(dist_ptr + batch * n * n + i[:, None].to(tl.int64) * n + j[None, :], mask=pair, other=float("inf"))
     row_max = tl.max(tl.where(pair, d, 0.0), axis=1)
@@ -40,7 +47,7 @@ def _knn_density_kernel(
     k_row = tl.minimum(tl.load(k_ptr + batch), tl.maximum(valid_count, 1).to(tl.int64))
     total = tl.zeros([BLOCK_R], dtype=tl.float32)
     used = tl.zeros([BLOCK_R], dtype=tl.float32)
-    for step in range(0, k_max):
+    for step in range(k_max):
         nearest, where = tl.min(d, axis=1, return_indices=True, return_indices_tie_break_left=True)
         take = (step < k_row) & (nearest < float("inf"))
         total += tl.where(take, nearest * nearest, 0.0)
@@ -62,13 +69,9 @@ def _delta_kernel(
     BLOCK_R: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    batch = tl.program_id(1).to(tl.int64)
-    i = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
-    j = tl.arange(0, BLOCK_N)
+    batch, i, j, valid_i, valid_j = _row_block(valid_ptr, n, BLOCK_R, BLOCK_N)
     i_in = i < n
     j_in = j < n
-    valid_i = tl.load(valid_ptr + batch * n + i, mask=i_in, other=0) != 0
-    valid_j = tl.load(valid_ptr + batch * n + j, mask=j_in, other=0) != 0
     density_i = tl.load(density_ptr + batch * n + i, mask=i_in, other=0.0)
     density_j = tl.load(density_ptr + batch * n + j, mask=j_in, other=0.0)
     largest = tl.max(tl.load(row_max_ptr + batch * n + j, mask=j_in, other=0.0), axis=0)
