@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import math
 
@@ -14,7 +13,6 @@ from vidcompress.kernels import matmul_float32, pairwise
 from vidcompress.ops.budgets import first_set, int_tensor_on
 from vidcompress.ops.reconcile import Grouping, reconcile, release_candidates
 from vidcompress.ops.sinkhorn import gibbs_kernel, sinkhorn
-from vidcompress.ops.sorting import sort_ints
 from vidcompress.registry import register_compressor
 from vidcompress.tokens import CompressedTokens, Grid, VideoTokens
 
@@ -84,14 +82,7 @@ def select_anchors(
     num_global = num_anchors - sum(min(size, per_window) for size in sizes)
     rest = attention.masked_fill(is_local, float("-inf"))
     global_order = torch.sort(rest, dim=1, descending=True, stable=True).indices[:, :num_global]
-    return marked_columns(is_local.scatter(1, global_order, True), num_anchors)
-
-
-def marked_columns(mask: torch.Tensor, count: int) -> torch.Tensor:
-    """``[B, count]`` ascending column indices of the set entries of ``mask`` ``[B, n]``, which has exactly ``count``
-    set entries in every row (a fixed-size ``nonzero``)."""
-    index = torch.arange(mask.shape[1], device=mask.device)
-    return sort_ints(torch.where(mask, index, mask.shape[1]), mask.shape[1], dim=1).values[:, :count]
+    return first_set(is_local.scatter(1, global_order, True), num_anchors)
 
 
 def normalised_coordinates(grid: Grid, device: torch.device) -> torch.Tensor:
@@ -235,9 +226,7 @@ class AOT(Compressor):
             grouping = reconcile(grouping, tokens.flat_features, n, count, priority, candidates)
         else:
             grouping = grouping.trimmed()  # the native count is data-dependent: read back
-        merged = merge_tokens(tokens, grouping.group, grouping.representative)
-        features = grouping.features[torch.argsort(grouping.representative)]
-        return dataclasses.replace(merged, features=features.to(tokens.features.dtype))
+        return merge_tokens(tokens, grouping.group, grouping.representative, rows=grouping.features)
 
     def anchor_budget(self, count: int, tokens_per_frame: int, clip_lengths: list[int]) -> int:
         """Anchors per frame: ``visual_token_num``, or the smallest budget whose predicted count reaches ``count``."""
@@ -265,7 +254,7 @@ class AOT(Compressor):
         anchors = anchor_rows.float()
         if num_anchors == n:
             return anchors, slot
-        other_index = marked_columns(~is_anchor, n - num_anchors)
+        other_index = first_set(~is_anchor, n - num_anchors)
         other_rows = gather_rows(features, other_index)
         cosine = pairwise(other_rows, anchor_rows, kind="cosine")  # [T, m, M]
         coords = normalised_coordinates(grid, device)

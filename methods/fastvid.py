@@ -150,7 +150,7 @@ class FastVID(Compressor):
             )
         else:
             grouping = group_by_representative(rep_of, weights)  # the native count: read back
-        out = merge_tokens(tokens, grouping.group, grouping.representative, grouping.weights)
+        out = merge_tokens(tokens, grouping.group, grouping.representative, grouping.weights, grouping.features)
         if self.dtm_assignment == "reference" and context_index.shape[0] > 0:
             out = self._overlap_rows(tokens, out, pool, context, context_index, affinity, members)
         return out

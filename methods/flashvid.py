@@ -10,7 +10,7 @@ import torch
 
 from vidcompress.assemble import merge_tokens
 from vidcompress.compressor import Compressor
-from vidcompress.kernels import calibrated_kcenter, pairwise, segment_mean
+from vidcompress.kernels import calibrated_kcenter, pairwise, segment_mean, squared_norms
 from vidcompress.llm_stage import LayerInputs, LayerReduction, keep_top_visual
 from vidcompress.ops.dpc_knn import dpc_knn
 from vidcompress.ops.reconcile import group_by_representative, reconcile
@@ -29,15 +29,18 @@ TOKEN_SELECTIONS = ("attn_div", "attn_div_v2")
 TSTM_MEANS = ("reference", "subtree")
 
 
-def calibrated_max_min(features: torch.Tensor, weight: torch.Tensor, count: int) -> torch.Tensor:
+def calibrated_max_min(
+    features: torch.Tensor, weight: torch.Tensor, count: int, square: torch.Tensor | None = None
+) -> torch.Tensor:
     """ADTS greedy selection, batched over frames: ``[T, N]`` selection order (``count`` and above: not selected).
 
-    ``features``: ``[T, N, D]`` tokens, any float dtype. With ``D_ij = 1 - cos(f_i, f_j)`` (float32, one
-    :func:`~vidcompress.kernels.pairwise` launch on CUDA) and the column weight ``w_j``, the first token is
-    ``argmax_j min_{i != j} D_ij * w_j`` and each next one ``argmax_j min_{i in S} D_ij * w_j`` over unselected ``j``
-    (:func:`~vidcompress.kernels.calibrated_kcenter`; one Triton launch on CUDA). Ties go to the lower index.
+    ``features``: ``[T, N, D]`` tokens, any float dtype (``square``: their ``[T, N]`` squared norms, when already
+    computed). With ``D_ij = 1 - cos(f_i, f_j)`` (float32, :func:`~vidcompress.kernels.pairwise` on CUDA) and the
+    column weight ``w_j``, the first token is ``argmax_j min_{i != j} D_ij * w_j`` and each next one
+    ``argmax_j min_{i in S} D_ij * w_j`` over unselected ``j`` (:func:`~vidcompress.kernels.calibrated_kcenter`; one
+    Triton launch on CUDA). Ties go to the lower index.
     """
-    return calibrated_kcenter(pairwise(features, kind="cosine_distance"), weight, count)
+    return calibrated_kcenter(pairwise(features, kind="cosine_distance", x_square=square), weight, count)
 
 
 @register_compressor(
@@ -206,11 +209,15 @@ class FlashVID(Compressor):
         selected = math.ceil(per_frame * self.alpha)
         return selected, per_frame - selected
 
-    def _parents(self, features: torch.Tensor, adts: torch.Tensor, ids: torch.Tensor, budget: int) -> torch.Tensor:
-        """``[T, N]`` flat index of each token's TSTM parent (itself for roots and ADTS tokens)."""
+    def _parents(
+        self, features: torch.Tensor, square: torch.Tensor, adts: torch.Tensor, ids: torch.Tensor, budget: int
+    ) -> torch.Tensor:
+        """``[T, N]`` flat index of each token's TSTM parent (itself for roots and ADTS tokens); ``square``: the
+        ``[T, N]`` squared norms of ``features``."""
         t, n, _ = features.shape
         device = features.device
-        similarity = pairwise(features[1:], features[:-1], kind="cosine")  # child frame t+1, parent frame t
+        # child frame t+1, parent frame t
+        similarity = pairwise(features[1:], features[:-1], kind="cosine", x_square=square[1:], y_square=square[:-1])
         blocked = adts[1:, :, None] | adts[:-1, None, :] | (ids[1:] != ids[:-1])[:, None, None]
         best, parent = similarity.masked_fill(blocked, -1.0).max(-1)
         best = torch.cat([torch.full((1, n), -1.0, device=device), best])  # frame 0 has no parent
@@ -247,14 +254,15 @@ class FlashVID(Compressor):
         ids = self.segments(frame_features)
         selected, merged = self._budget(tokens, count)
         weight = self.selection_weight(tokens.attention, tokens.features, frame_features, ids)
-        order = calibrated_max_min(tokens.features, weight, selected)
+        square = squared_norms(tokens.features)  # read once for the ADTS and the TSTM cosines
+        order = calibrated_max_min(tokens.features, weight, selected, square)
         adts = order < selected
         flat = torch.arange(t * n, device=device)
         if merged == 0:  # the reference then drops every other token
             rep_of = torch.where(adts.reshape(-1), flat, torch.full_like(flat, -1))
             return self._finish(tokens, rep_of, torch.ones(t * n, device=device), t * selected, order, count, None)
 
-        parent = self._parents(tokens.features, adts, ids, selected + merged).reshape(-1)
+        parent = self._parents(tokens.features, square, adts, ids, selected + merged).reshape(-1)
         root = parent
         for _ in range(max(t - 2, 0).bit_length()):  # pointer jumping: chains are shorter than T
             root = root[root]
@@ -265,9 +273,9 @@ class FlashVID(Compressor):
             divisor = 1.0 + self._counts(parent, other & ~is_root)
         else:
             divisor = tree_size
-        # each root's tree sum / divisor = tree mean x size / divisor (float32 accumulation of the input rows, one
-        # segment-mean pass)
-        values = segment_mean(tokens.flat_features, torch.where(other, root, -1), t * n, dtype=torch.float32,
+        # each root's tree sum / divisor = tree mean x size / divisor: one segment-mean pass, float32 accumulation,
+        # stored in the input dtype as the reference stores it (it sums in place in the video's dtype)
+        values = segment_mean(tokens.flat_features, torch.where(other, root, -1), t * n,
                               row_scale=tree_size / divisor.clamp(min=1), validate=False).reshape(t, n, -1)
 
         centre_of = self._spatial_merge(values, is_root.reshape(t, n), ids, merged)
@@ -336,7 +344,7 @@ class FlashVID(Compressor):
         else:
             grouping = group_by_representative(rep_of, weights)  # the native count: read back
             rows, slots = grouping.group, grouping.num_groups
-        out = merge_tokens(tokens, grouping.group, grouping.representative, grouping.weights)
+        out = merge_tokens(tokens, grouping.group, grouping.representative, grouping.weights, grouping.features)
         if self.tstm_mean == "subtree" or counted is None:
             return out
         member = (rows >= 0).float()

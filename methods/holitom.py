@@ -264,7 +264,7 @@ class HoliTom(Compressor):
             )
         else:
             grouping = grouping.trimmed()  # the native count is data-dependent: read back
-        return merge_tokens(tokens, grouping.group, grouping.representative, grouping.weights)
+        return merge_tokens(tokens, grouping.group, grouping.representative, grouping.weights, grouping.features)
 
     def _merge_weights(self, assignment: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
         if self.static_merge == "mean":

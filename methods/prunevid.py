@@ -160,4 +160,4 @@ class PruneVid(Compressor):
             )
         else:
             grouping = grouping.trimmed()  # the native count is data-dependent: read back
-        return merge_tokens(tokens, grouping.group, grouping.representative, grouping.weights)
+        return merge_tokens(tokens, grouping.group, grouping.representative, grouping.weights, grouping.features)

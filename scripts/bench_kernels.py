@@ -10,6 +10,8 @@ markdown table and writes JSON (command, GPU, versions, date, rows) under ``benc
     python scripts/bench_kernels.py --methods all        # also every registered token-stage method (time_method)
     python scripts/bench_kernels.py --sweep              # also time segment-mean launch configs (pick the default)
     python scripts/bench_kernels.py --methods all --cuda-graph   # methods eager and as one CUDA graph replay
+    python scripts/bench_kernels.py --methods all --cuda-graph --torch-compile all --sizes llava-ov-7b/32f
+                                                          # also graphed(..., torch_compile=True)
     python scripts/bench_kernels.py --report-only benchmarks/results/kernels_h100.json   # rewrite its .md
     TRITON_INTERPRET=1 python scripts/bench_kernels.py --quick   # CPU smoke test of the script itself
 
@@ -354,13 +356,15 @@ def pairwise_agreement(x: torch.Tensor, kind: str, repeats: int = 3) -> dict[str
 
 def time_method(name: str, grid: tuple[int, int, int], dim: int, retention: float = 0.25,
                 device: torch.device | None = None, warmup: int = 3, runs: int = 10, cuda_graph: bool = False,
-                **params: Any) -> dict[str, Any]:
+                torch_compile: bool = False, **params: Any) -> dict[str, Any]:
     """Hook for the token-stage methods: median ms of ``get_compressor(name, retention=...)`` on random inputs.
 
     The input is a :class:`VideoTokens` of random bf16 features ``[T, H*W, dim]`` with ``check_finite=False``,
     random attention (a softmax over each frame's tokens) and, for methods that need it, a random 16-token query.
     With ``cuda_graph`` the same inputs also go through :func:`vidcompress.graphed` (input copy, one replay, output
-    clone: what a caller pays), and the graphed output is checked against the eager one on two fresh inputs.
+    clone: what a caller pays), and the graphed output is checked against the eager one on two fresh inputs; with
+    ``torch_compile`` as well, so does ``graphed(..., torch_compile=True)`` (its first call, which compiles, is
+    timed on the host as ``compile_s``).
     """
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     t, h, w = grid
@@ -388,7 +392,27 @@ def time_method(name: str, grid: tuple[int, int, int], dim: int, retention: floa
             row.update(graph_agreement(compressor, replayed, [make(1000 + i) for i in range(2)]))
         except RuntimeError as error:  # the eager timing stands; the row says why the graph failed
             row.update(graph_ms=None, graph_agrees=False, graph_error=f"{type(error).__name__}: {error}"[:300])
+    if cuda_graph and torch_compile:
+        row.update(time_compiled(compressor, inputs, [make(1000 + i) for i in range(2)], warmup, runs, device))
     return row
+
+
+def time_compiled(compressor: Any, inputs: list[VideoTokens], checks: list[VideoTokens], warmup: int, runs: int,
+                  device: torch.device) -> dict[str, Any]:
+    """``graphed(compressor, torch_compile=True)``: host seconds of the first (compiling) call, replay ms, and its
+    agreement with the eager compressor (``compiled_`` keys)."""
+    fused = graphed(compressor, torch_compile=True)
+    try:
+        start = time.perf_counter()
+        fused(inputs[0])
+        torch.cuda.synchronize(device)
+        compile_s = time.perf_counter() - start
+        result = {"compile_s": compile_s, "compiled_graph_ms": median_ms(fused, inputs, warmup, runs, device)}
+        agreement = graph_agreement(compressor, fused, checks)
+    except RuntimeError as error:
+        return {"compiled_graph_ms": None, "compiled_agrees": False,
+                "compiled_error": f"{type(error).__name__}: {error}"[:300]}
+    return result | {key.replace("graph_", "compiled_"): value for key, value in agreement.items()}
 
 
 def graph_agreement(eager: Any, replayed: Any, checks: list[VideoTokens]) -> dict[str, Any]:
@@ -434,7 +458,9 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 def method_markdown(rows: list[dict[str, Any]]) -> str:
     """The token-stage table: eager ms and, where timed, CUDA-graph ms and its agreement with eager."""
     graphs = any("graph_ms" in row for row in rows)
-    head = "| size | method | retention | eager ms |" + (" graph ms | graph agrees |" if graphs else "") + " tokens out |"
+    compiled = any("compiled_graph_ms" in row for row in rows)
+    head = ("| size | method | retention | eager ms |" + (" graph ms | graph agrees |" if graphs else "")
+            + (" compiled graph ms | compiled agrees | compile s |" if compiled else "") + " tokens out |")
     lines = [head, "|" + " --- |" * (head.count("|") - 1)]
     for row in rows:
         cells = [row["size"], row["method"], str(row["retention"]), f"{row['ms']:.3f}"]
@@ -442,6 +468,10 @@ def method_markdown(rows: list[dict[str, Any]]) -> str:
             graph_ms = row.get("graph_ms")
             agrees = row.get("graph_agrees")
             cells += [fmt(graph_ms), "" if agrees is None else ("yes" if agrees else "**NO**")]
+        if compiled:
+            agrees = row.get("compiled_agrees")
+            cells += [fmt(row.get("compiled_graph_ms")), "" if agrees is None else ("yes" if agrees else "**NO**"),
+                      fmt(row.get("compile_s"), 0)]
         cells.append(str(row["tokens_out"]) if "error" not in row else row["error"])
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -488,6 +518,9 @@ def main() -> None:
     parser.add_argument("--sweep", action="store_true", help="also time segment-mean launch configs")
     parser.add_argument("--cuda-graph", action="store_true",
                         help="methods: also time each through vidcompress.graphed (one CUDA graph replay per call)")
+    parser.add_argument("--torch-compile", default="",
+                        help="with --cuda-graph: 'all' or comma-separated methods also timed through "
+                             "graphed(..., torch_compile=True) (each compiles once per size: tens of seconds)")
     parser.add_argument("--device-time", action="store_true",
                         help="kernel rows: device time only (a GPU stall hides host/launch overhead)")
     parser.add_argument("--quick", action="store_true", help="tiny size, few runs: a smoke test (CPU works)")
@@ -511,11 +544,13 @@ def main() -> None:
     sweep_rows = sweep_segment_mean(bench, sizes) if args.sweep else []
     method_rows = []
     names = token_methods() if args.methods == "all" else [m for m in args.methods.split(",") if m]
+    compiled = set(names if args.torch_compile == "all" else [m for m in args.torch_compile.split(",") if m])
     for name_, (t, h, w, d) in sizes.items():
         for method in names:
             try:
                 row = time_method(method, (t, h, w), d, args.retention, device, args.warmup, args.runs,
-                                  cuda_graph=args.cuda_graph and device.type == "cuda")
+                                  cuda_graph=args.cuda_graph and device.type == "cuda",
+                                  torch_compile=method in compiled)
             except Exception as error:  # one failing method must not lose the other timings
                 row = {"method": method, "retention": args.retention, "ms": float("nan"), "tokens_out": None,
                        "error": f"{type(error).__name__}: {error}"}

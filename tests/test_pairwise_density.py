@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from vidcompress.kernels import density_scores, matmul_float32, pairwise
+from vidcompress.kernels import density_scores, matmul_float32, pairwise, squared_norms
 from vidcompress.kernels.density_peaks import density_scores_reference
 from vidcompress.kernels.pairwise import pairwise_reference
 from vidcompress.ops.dpc_knn import dpc_knn
@@ -91,6 +91,9 @@ def test_pairwise_zero_vectors_have_zero_cosine() -> None:
         (lambda: pairwise(torch.randn(2, 3, 4), kind="manhattan"), "kind must be one of"),
         (lambda: pairwise(torch.randn(2, 3, 4), divide_by=0.0), "divide_by must be positive"),
         (lambda: pairwise(torch.randn(2, 3, 4), out=torch.empty(2, 3, 4)), "out must be"),
+        (lambda: pairwise(torch.randn(2, 3, 4), x_square=torch.ones(2, 4)), "x_square must be"),
+        (lambda: pairwise(torch.randn(2, 3, 4), torch.randn(2, 5, 4), y_square=torch.ones(2, 5).double()),
+         "y_square must be"),
     ],
 )
 def test_pairwise_bad_input(call, message: str) -> None:  # type: ignore[no-untyped-def]
@@ -203,3 +206,30 @@ def test_pairwise_launch_configs_agree(
     out = torch.full((2, 23, 19), float("nan"))
     finish_pairwise(partial, out, x_square, y_square, "euclidean", 1e-12, 1.0)
     _close("euclidean", out, pairwise_reference(x, y, "euclidean"), x, y)
+
+
+@pytest.mark.parametrize("use_triton", PATHS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_squared_norms_by_hand(use_triton: bool, dtype: torch.dtype) -> None:
+    x = torch.tensor([[[3.0, 4.0, 0.0], [1.0, -2.0, 2.0]], [[0.0, 0.0, 0.0], [0.5, 0.5, 0.5]]]).to(dtype)
+    got = squared_norms(x, use_triton=use_triton)
+    assert got.dtype == torch.float32
+    assert torch.equal(got, torch.tensor([[25.0, 9.0], [0.0, 0.75]]))
+
+
+@pytest.mark.parametrize("kind", ["cosine", "cosine_distance", "euclidean"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_pairwise_uses_given_squared_norms(kind: str, dtype: torch.dtype) -> None:
+    """Norms passed in (views of one [T, N] tensor, as FlashVID's TSTM passes them) give the same matrices; norms
+    that are wrong on purpose change the Triton result, so they are really used there."""
+    generator = torch.Generator().manual_seed(5)
+    video = torch.randn(4, 9, 40, generator=generator).to(dtype)
+    square = squared_norms(video, use_triton=True)
+    x, y = video[1:], video[:-1]
+    want = pairwise(x, y, kind=kind, use_triton=True)
+    got = pairwise(x, y, kind=kind, x_square=square[1:], y_square=square[:-1], use_triton=True)
+    assert torch.equal(got, want)
+    assert torch.equal(pairwise(video, kind=kind, x_square=square, use_triton=True),
+                       pairwise(video, kind=kind, use_triton=True))
+    wrong = pairwise(x, y, kind=kind, x_square=4.0 * square[1:], y_square=square[:-1], use_triton=True)
+    assert not torch.allclose(wrong, want)

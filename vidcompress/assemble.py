@@ -58,6 +58,7 @@ def merge_tokens(
     group: torch.Tensor,
     representative: torch.Tensor,
     weights: torch.Tensor | None = None,
+    rows: torch.Tensor | None = None,
 ) -> CompressedTokens:
     """Merge tokens into groups: each output row is the (weighted) mean of its members' features.
 
@@ -66,6 +67,9 @@ def merge_tokens(
         group: ``[T*N]`` long, the group of every token, ``-1`` for dropped tokens; groups are ``0 .. G-1``.
         representative: ``[G]`` long flat index whose position group ``g`` carries (must be a member of ``g``).
         weights: optional ``[T*N]`` non-negative member weights (e.g. HoliTom's ``beta`` for the centre).
+        rows: optional ``[G, D]`` row of every group (group order), already computed (:func:`vidcompress.ops.
+            reconcile.reconcile` returns the means it computed anyway; AOT's transported anchors): taken as the
+            output rows, cast to the input dtype, instead of a pass over the features.
 
     Returns:
         ``G`` output rows in the order of their representatives; ``source`` renumbered accordingly. The means are
@@ -82,10 +86,16 @@ def merge_tokens(
     rank[order] = torch.arange(num_groups, device=device)
     kept = group >= 0
     source = torch.where(kept, rank[group.clamp(min=0)], torch.full_like(group, -1))
-    if weights is not None:
-        weights = weights.to(device=device, dtype=torch.float32)
-    merged = segment_mean(tokens.flat_features, source, num_groups, weights, validate=False)
     reps = representative[order]
+    if rows is not None:
+        expected = (num_groups, tokens.features.shape[-1])
+        if tuple(rows.shape) != expected:
+            raise ValueError(f"rows must be [G, D] = {expected}, got {tuple(rows.shape)}")
+        merged = rows[order].to(tokens.features.dtype)
+    else:
+        if weights is not None:
+            weights = weights.to(device=device, dtype=torch.float32)
+        merged = segment_mean(tokens.flat_features, source, num_groups, weights, validate=False)
     return CompressedTokens(
         features=merged, positions=tokens.flat_positions[reps], source=source, representatives=reps
     )

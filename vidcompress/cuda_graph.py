@@ -100,13 +100,17 @@ class GraphedCompressor:
         clone_outputs: return copies of the graph's output buffers (default); ``False`` returns the buffers, valid
             until the next call (the graphs of all signatures share one memory pool).
         max_graphs: captured signatures kept; the least recently used is released beyond that.
+        torch_compile: run the token stage through ``torch.compile`` (Inductor) before capturing it: the methods'
+            index bookkeeping (hundreds of small element-wise kernels) fuses into a few generated Triton kernels;
+            the library's own kernels run as they are. Each signature then compiles once (tens of seconds) at its
+            first call.
 
     Every other attribute (``name``, ``stages``, ``retention``, ``stage(...)``, ``needs_attention``, ...) is the wrapped
     compressor's, so a graphed compressor goes wherever a compressor goes (``wrap(..., cuda_graph=True)``).
     """
 
     def __init__(self, compressor: Compressor | Pipeline, *, warmup: int = 2, clone_outputs: bool = True,
-                 max_graphs: int = 8) -> None:
+                 max_graphs: int = 8, torch_compile: bool = False) -> None:
         if not isinstance(compressor, (Compressor, Pipeline)):
             raise ValueError(f"graphed() takes a compressor or pipeline, got {type(compressor).__name__}")
         if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 1:
@@ -117,6 +121,10 @@ class GraphedCompressor:
         self.warmup = warmup
         self.clone_outputs = bool(clone_outputs)
         self.max_graphs = max_graphs
+        self.torch_compile = bool(torch_compile)
+        self._call: Callable[[VideoTokens], CompressedTokens] = (
+            torch.compile(compressor.__call__, dynamic=False) if self.torch_compile else compressor
+        )
         self.captured: OrderedDict[Signature, CapturedCall] = OrderedDict()
         self._pool: Any = None
 
@@ -156,7 +164,7 @@ class GraphedCompressor:
         if self._pool is None:
             self._pool = self.new_pool(device)
         try:
-            output, replay = self.capture(lambda: self.compressor(static), device, self._pool, self.warmup)
+            output, replay = self.capture(lambda: self._call(static), device, self._pool, self.warmup)
         except RuntimeError as error:
             raise RuntimeError(
                 f"{self.compressor.name} could not be captured as a CUDA graph (a host synchronisation or a "
@@ -174,7 +182,7 @@ class GraphedCompressor:
     capture = staticmethod(capture_cuda_graph)
 
     def __repr__(self) -> str:
-        return f"graphed({self.compressor!r})"
+        return f"graphed({self.compressor!r}{', torch_compile=True' if self.torch_compile else ''})"
 
 
 def graphed(compressor: Compressor | Pipeline, **options: Any) -> GraphedCompressor:

@@ -20,7 +20,7 @@ from ._dispatch import DISABLE_ENV, resolve_use_triton, triton_available
 from .adjacent_similarity import BestMatch, aligned_above, aligned_cosine, best_match
 from .density_peaks import density_scores
 from .greedy import MAX_TOKENS, GreedySelection, calibrated_kcenter, frame_cosine, greedy_kcenter, greedy_mmr
-from .pairwise import matmul_float32, pairwise
+from .pairwise import matmul_float32, pairwise, squared_norms
 from .partition import diversity_partition
 from .runs import refine_runs
 from .segment_mean import segment_mean, segment_mean_csr, segment_offsets
@@ -48,5 +48,6 @@ __all__ = [
     "segment_mean_csr",
     "segment_offsets",
     "sinkhorn_scalings",
+    "squared_norms",
     "triton_available",
 ]

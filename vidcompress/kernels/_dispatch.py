@@ -8,7 +8,6 @@ the first kernel call), which is how the kernels are tested without a GPU.
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import os
 
@@ -20,10 +19,12 @@ DISABLE_ENV = "VIDCOMPRESS_DISABLE_TRITON"
 _TRUE = {"1", "true", "yes", "on"}
 
 
-@functools.cache
+_TRITON_FOUND = importlib.util.find_spec("triton") is not None  # looked up once, at import, without importing it
+
+
 def triton_available() -> bool:
-    """Whether the ``triton`` package can be imported (checked once, without importing it)."""
-    return importlib.util.find_spec("triton") is not None
+    """Whether the ``triton`` package can be imported."""
+    return _TRITON_FOUND
 
 
 def triton_disabled() -> bool:

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 
 from ._dispatch import resolve_use_triton
 
-__all__ = ["KINDS", "matmul_float32", "pairwise", "pairwise_reference"]
+__all__ = ["KINDS", "matmul_float32", "pairwise", "pairwise_reference", "squared_norms"]
 
 KINDS = ("dot", "cosine", "cosine_distance", "euclidean")
 NORM_EPS = 1e-12  # F.normalize's default
@@ -86,6 +86,29 @@ def _check(x: torch.Tensor, y: torch.Tensor | None, kind: str, eps: float, divid
         raise ValueError(f"divide_by must be positive, got {divide_by!r}")
 
 
+def squared_norms(x: torch.Tensor, use_triton: bool | None = None) -> torch.Tensor:
+    """``[B, M]`` float32 squared norms of the rows of ``x`` ``[B, M, D]`` (float32 accumulation), the norms
+    :func:`pairwise` computes: pass them as ``x_square`` / ``y_square`` when one video enters several matrices
+    (FlashVID's ADTS and TSTM cosines) so that it is read once for them. One Triton pass on CUDA."""
+    _check(x, None, "dot", NORM_EPS, 1.0)
+    if x.dtype not in (torch.float32, torch.bfloat16, torch.float16) or 0 in x.shape or not resolve_use_triton(
+        x, use_triton
+    ):
+        return x.float().square().sum(-1)
+    from ._triton.pairwise import prepare_operand
+
+    return prepare_operand(x if x.stride(2) == 1 else x.contiguous(), False, True)[1]
+
+
+def _check_square(name: str, square: torch.Tensor | None, operand: torch.Tensor) -> None:
+    if square is not None and (
+        not isinstance(square, torch.Tensor) or tuple(square.shape) != tuple(operand.shape[:2])
+        or square.dtype != torch.float32 or square.device != operand.device
+    ):
+        raise ValueError(f"{name} must be the float32 [B, rows] squared norms ({tuple(operand.shape[:2])}) on "
+                         f"{operand.device}")
+
+
 def pairwise(
     x: torch.Tensor,
     y: torch.Tensor | None = None,
@@ -94,6 +117,8 @@ def pairwise(
     eps: float = NORM_EPS,
     divide_by: float = 1.0,
     out: torch.Tensor | None = None,
+    x_square: torch.Tensor | None = None,
+    y_square: torch.Tensor | None = None,
     use_triton: bool | None = None,
 ) -> torch.Tensor:
     """``[B, M, N]`` float32 matrix of ``kind`` between the rows of ``x`` ``[B, M, D]`` and of ``y`` ``[B, N, D]``.
@@ -106,10 +131,15 @@ def pairwise(
         eps: lower bound of a norm in the cosines.
         divide_by: positive divisor of the result.
         out: optional contiguous float32 ``[B, M, N]`` tensor to write into.
+        x_square, y_square: optional float32 ``[B, M]`` / ``[B, N]`` squared norms of the rows of ``x`` / ``y``
+            (:func:`squared_norms`; views are fine), used instead of computing them again (Triton path; the PyTorch
+            path normalises as it always does). ``y_square`` defaults to ``x_square`` when ``y`` is omitted.
         use_triton: ``None`` chooses (Triton on CUDA), ``True`` / ``False`` force; dtypes other than float32, bf16
             and fp16 (float64) always take the PyTorch path.
     """
     _check(x, y, kind, eps, divide_by)
+    _check_square("x_square", x_square, x)
+    _check_square("y_square", y_square, x if y is None else y)
     shape = (x.shape[0], x.shape[1], (x if y is None else y).shape[1])
     if out is not None and (
         not isinstance(out, torch.Tensor) or tuple(out.shape) != shape or out.dtype != torch.float32
@@ -134,11 +164,13 @@ def pairwise(
     x_split = not same_half and x.dtype != torch.bfloat16
     y_split = not same_half and other.dtype != torch.bfloat16
     needs_norms = kind != "dot"
-    x_operand, x_square = prepare_operand(x, x_split, needs_norms)
+    x_operand, x_computed = prepare_operand(x, x_split, needs_norms and x_square is None)
+    x_square = x_computed if x_square is None else x_square.contiguous()
     if y is None:
-        y_operand, y_square = x_operand, x_square
+        y_operand, y_square = x_operand, x_square if y_square is None else y_square.contiguous()
     else:
-        y_operand, y_square = prepare_operand(y, y_split, needs_norms)
+        y_operand, y_computed = prepare_operand(y, y_split, needs_norms and y_square is None)
+        y_square = y_computed if y_square is None else y_square.contiguous()
     partial = partial_dots(x_operand, y_operand, x.shape[2], x_split, y_split)
     out = torch.empty(shape, dtype=torch.float32, device=x.device) if out is None else out
     return finish_pairwise(partial, out, x_square, y_square, kind, float(eps), float(divide_by))

@@ -31,16 +31,29 @@ def top_per_row(scores: torch.Tensor, budgets: torch.Tensor) -> torch.Tensor:
 
 
 def first_set(mask: torch.Tensor, count: int) -> torch.Tensor:
-    """Ascending indices of the first ``count`` set entries of the 1-D bool ``mask`` (``nonzero`` with a size known
-    on the host: no sync). Entries past the last set one are ``mask.numel()``."""
-    index = torch.arange(mask.shape[0], device=mask.device)
-    return sort_ints(torch.where(mask, index, mask.shape[0]), mask.shape[0]).values[:count]
+    """Ascending indices of the first ``count`` set entries along the last axis of the bool ``mask`` (``[n]`` or
+    ``[B, n]``; ``nonzero`` with a size known on the host: no sync). Entries past the last set one are ``n``.
+
+    A prefix sum gives each set entry its output slot and one scatter writes it there (no sort)."""
+    n = mask.shape[-1]
+    slot = mask.long().cumsum(-1) - 1
+    slot = torch.where(mask & (slot < count), slot, count)  # slot ``count`` collects the rest and is cut off
+    index = torch.arange(n, device=mask.device).expand_as(mask)
+    out = torch.full((*mask.shape[:-1], count + 1), n, dtype=torch.long, device=mask.device)
+    return out.scatter_(-1, slot, index)[..., :count]
+
+
+def int_tensor_on(values: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """Host ints (budgets, frame indices) as an int64 tensor on ``device``, cached per (values, device): copied
+    once through pinned memory, never read back (inside ``torch.compile``: a constant of the compiled graph).
+    Callers must not modify the returned tensor."""
+    if torch.compiler.is_compiling():
+        return torch.tensor(values, dtype=torch.long, device=device)
+    return _pinned_copy(values, device)
 
 
 @functools.lru_cache(maxsize=256)
-def int_tensor_on(values: tuple[int, ...], device: torch.device) -> torch.Tensor:
-    """Host ints (budgets, frame indices) as an int64 tensor on ``device``, cached per (values, device): copied
-    once through pinned memory, never read back. Callers must not modify the returned tensor."""
+def _pinned_copy(values: tuple[int, ...], device: torch.device) -> torch.Tensor:
     return host_to_device(torch.tensor(values, dtype=torch.long), device)
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from ..kernels import pairwise, segment_mean
+from .budgets import first_set
 from .sorting import sort_ints
 from .temporal import smallest_first
 
@@ -85,18 +86,19 @@ def group_by_representative(
     the real number). With neither, the representatives are found with ``unique`` (a sync on CUDA).
     """
     member = rep_of >= 0
-    size = None
+    weights = torch.ones(rep_of.shape[0], device=rep_of.device) if weights is None else weights.float()
     if num_groups is None and max_groups is None:
         reps = torch.unique(rep_of[member])  # sorted
-    else:
-        total = rep_of.shape[0]
-        flags = torch.zeros(total, dtype=torch.long, device=rep_of.device)
-        flags.scatter_reduce_(0, rep_of.clamp(min=0), member.long(), reduce="amax")
-        index = torch.arange(total, device=rep_of.device)
-        reps = sort_ints(torch.where(flags > 0, index, total), total).values[: min(total, num_groups or max_groups)]
-        size = None if num_groups is not None else flags.sum()
-    group = torch.where(member, torch.searchsorted(reps, rep_of.clamp(min=0)), torch.full_like(rep_of, -1))
-    weights = torch.ones(rep_of.shape[0], device=rep_of.device) if weights is None else weights.float()
+        group = torch.where(member, torch.searchsorted(reps, rep_of.clamp(min=0)), torch.full_like(rep_of, -1))
+        return Grouping(group=group, representative=reps, weights=weights)
+    # a representative's group is the number of representatives before it (a prefix sum: no sort, no search)
+    total = rep_of.shape[0]
+    present = torch.zeros(total + 1, dtype=torch.bool, device=rep_of.device).index_fill_(
+        0, torch.where(member, rep_of, total), True
+    )[:total]
+    reps = first_set(present, min(total, num_groups or max_groups))
+    group = torch.where(member, (present.long().cumsum(0) - 1)[rep_of.clamp(min=0)], -1)
+    size = None if num_groups is not None else present.sum()
     return Grouping(group=group, representative=reps, weights=weights, size=size)
 
 
@@ -130,12 +132,14 @@ def group_priority(grouping: Grouping, score: torch.Tensor) -> torch.Tensor:
 @dataclass(frozen=True)
 class _Fold:
     """The fold step's decision: ``mapping`` ``[G]`` of every group onto the group it ends in, ``keep`` ``[G]``
-    bool, re-normalised member ``weights`` ``[M]`` and member counts ``sizes`` ``[G]``."""
+    bool, re-normalised member ``weights`` ``[M]``, member counts ``sizes`` ``[G]`` and every group's ``rows``
+    ``[G, D]`` before folding (the method's rows, or the float32 member means)."""
 
     mapping: torch.Tensor
     keep: torch.Tensor
     weights: torch.Tensor
     sizes: torch.Tensor
+    rows: torch.Tensor
 
 
 def _fold(
@@ -173,7 +177,7 @@ def _fold(
     target = affinity.masked_fill(~keep[None, :], float("-inf")).argmax(-1)
     mapping = torch.cat([slots, slots.new_full((1,), num_groups)])
     mapping.scatter_(0, torch.where(fold_valid, fold, num_groups), torch.where(fold_valid, target, num_groups))
-    return _Fold(mapping=mapping[:num_groups], keep=keep, weights=weights, sizes=sizes)
+    return _Fold(mapping=mapping[:num_groups], keep=keep, weights=weights, sizes=sizes, rows=means)
 
 
 def _folded_rows(rows: torch.Tensor, sizes: torch.Tensor, mapping: torch.Tensor) -> torch.Tensor:
@@ -192,9 +196,13 @@ def reconcile(
     candidates: torch.Tensor,
     max_excess: int | None = None,
 ) -> Grouping:
-    """Return ``grouping`` changed to exactly ``count`` groups (unchanged when it already has ``count``).
+    """Return ``grouping`` changed to exactly ``count`` groups (unchanged when it already has exactly ``count`` and
+    is not padded).
 
-    Runs without a host sync, in shapes fixed by ``count``, the capacity of ``grouping`` and ``max_excess``.
+    Runs without a host sync, in shapes fixed by ``count``, the capacity of ``grouping`` and ``max_excess``. A changed
+    grouping carries its output rows in :attr:`Grouping.features` (float32): the folded rows of a method that set
+    them, otherwise the member means the fold step computes anyway (pass them to
+    :func:`~vidcompress.assemble.merge_tokens` as ``rows``: no second pass over the features).
 
     Args:
         grouping: the native grouping, exact or padded.
@@ -233,18 +241,14 @@ def _assemble(
     """The ``count`` groups: the kept ones renumbered in order, then the first ``count - kept`` candidates as
     singletons (none when groups were folded)."""
     device = grouping.group.device
-    num_groups, total = grouping.num_groups, grouping.group.shape[0]
+    total = grouping.group.shape[0]
     folds = _on_device(excess, device) > 0
     renumber = torch.where(folding.keep, folding.keep.long().cumsum(0) - 1, -1)
     member = grouping.group >= 0
     group = torch.where(member, renumber[folding.mapping[grouping.group.clamp(min=0)]], -1)
     weights = torch.where(folds, folding.weights, grouping.weights.float())
     kept = torch.clamp(_on_device(grouping.num_real, device), max=count)
-    slots = torch.arange(num_groups, device=device)
-    kept_slots = torch.where(folding.keep, slots, num_groups)
-    if count > num_groups:  # room for the singletons
-        kept_slots = torch.cat([kept_slots, slots.new_full((count - num_groups,), num_groups)])
-    keep_ids = sort_ints(kept_slots, num_groups).values[:count]  # num_groups: an empty slot
+    keep_ids = first_set(folding.keep, count)  # num_groups: an empty slot
     released = candidates[:count]
     order = torch.arange(released.shape[0], device=device)
     chosen = torch.where(order < count - kept, released, total)
@@ -256,10 +260,7 @@ def _assemble(
     released = released if released.shape[0] else rows.new_zeros(1)
     reps = torch.cat([grouping.representative, grouping.representative.new_full((1,), total)])
     representative = torch.where(new, released[release_index], reps[keep_ids])
-    out_features = None
-    if grouping.features is not None:
-        rows_out = torch.where(folds, _folded_rows(grouping.features, folding.sizes, folding.mapping),
-                               grouping.features.float())
-        rows_out = torch.cat([rows_out, rows_out.new_zeros(1, rows_out.shape[1])])
-        out_features = torch.where(new[:, None], features[released[release_index]].float(), rows_out[keep_ids])
+    rows_out = torch.where(folds, _folded_rows(folding.rows, folding.sizes, folding.mapping), folding.rows.float())
+    rows_out = torch.cat([rows_out, rows_out.new_zeros(1, rows_out.shape[1])])
+    out_features = torch.where(new[:, None], features[released[release_index]].float(), rows_out[keep_ids])
     return Grouping(group=group, representative=representative, weights=weights, features=out_features)

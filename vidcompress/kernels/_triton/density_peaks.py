@@ -95,13 +95,12 @@ def launch_density_scores(
     block_n = triton.next_power_of_2(n)
     block_r = max(1, min(triton.next_power_of_2(n), elements // block_n))
     warps = 4 if block_r * block_n <= 4096 else 8
-    flags = valid.view(torch.int8)
     density = torch.empty(batch, n, dtype=torch.float32, device=distances.device)
     row_max = torch.empty_like(density)
     score = torch.empty_like(density)
     grid = (triton.cdiv(n, block_r), batch)
     _knn_density_kernel[grid](
-        distances, flags, k, density, row_max, n, k_max, BLOCK_R=block_r, BLOCK_N=block_n, num_warps=warps
+        distances, valid, k, density, row_max, n, k_max, BLOCK_R=block_r, BLOCK_N=block_n, num_warps=warps
     )
-    _delta_kernel[grid](distances, flags, density, row_max, score, n, BLOCK_R=block_r, BLOCK_N=block_n, num_warps=warps)
+    _delta_kernel[grid](distances, valid, density, row_max, score, n, BLOCK_R=block_r, BLOCK_N=block_n, num_warps=warps)
     return density, score
