@@ -167,3 +167,20 @@ def test_wrap_accepts_cuda_graph(qwen):
     answer = vlm.ask(frames, "what is shown ?", max_new_tokens=2)
     assert answer.stats["method"] == "uniform"
     assert answer.stats["visual_tokens_out"] == answer.stats["visual_tokens_in"] // 2
+
+
+def test_torch_compile_captures_the_compiled_stage_and_matches_eager():
+    """``torch_compile=True`` captures the Inductor-compiled compressor (here on the CPU, through the stand-in
+    capture); its outputs equal the eager compressor's up to float rounding, grouping and positions exactly."""
+    eager = get_compressor("flashvid", retention=0.25, llm_stage=False)
+    compiled = StandIn(eager, warmup=1, torch_compile=True)
+    graphs_before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    assert repr(compiled) == f"graphed({eager!r}, torch_compile=True)"
+    for seed in (11, 12):
+        sample = tokens(seed)
+        got, want = compiled(sample), eager(sample)
+        for name in ("source", "representatives", "positions"):
+            assert torch.equal(getattr(got, name), getattr(want, name)), name
+        assert torch.allclose(got.features, want.features, atol=1e-5, rtol=1e-5)
+    assert compiled.captures == 1  # one signature, one capture
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > graphs_before  # Dynamo traced it

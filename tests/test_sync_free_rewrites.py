@@ -17,7 +17,8 @@ from vidcompress.methods.holitom import static_windows
 from vidcompress.methods.prunevid import contiguous_segments
 from vidcompress.methods.uniform import frame_budgets
 from vidcompress.methods.vidcom2 import VidCom2
-from vidcompress.ops.budgets import picks_to_flat, proportional_budgets
+from vidcompress.kernels.segment_mean import segment_mean_reference
+from vidcompress.ops.budgets import first_set, picks_to_flat, proportional_budgets
 from vidcompress.ops.dpc_knn import rank_desc
 from vidcompress.ops.greedy import farthest_point_select, mmr_select
 from vidcompress.ops.reconcile import group_by_representative, group_priority, reconcile, release_candidates
@@ -241,6 +242,42 @@ def test_reconcile_of_a_padded_grouping_equals_the_exact_one(tokens: int, groups
         out = reconcile(padded, features, 3, count, group_priority(padded, score), release_candidates(padded, score))
     expected = reconcile(exact, features, 3, count, group_priority(exact, score), release_candidates(exact, score))
     assert torch.equal(out.group, expected.group) and torch.equal(out.representative, expected.representative)
+    # with candidates, members may leave their groups: no rows; without, the rows are the final groups' means
+    assert out.features is None and (expected.features is None)
+    if count <= exact.num_groups:
+        none = padded.group.new_empty(0)
+        out = reconcile(padded, features, 3, count, group_priority(padded, score), none)
+        assert torch.equal(out.group, expected.group) and torch.equal(out.representative, expected.representative)
+        means = segment_mean_reference(features, out.group, count, out.weights)
+        assert torch.allclose(out.features, means, atol=1e-5)
+
+
+@given(rows=st.integers(1, 3), n=st.integers(0, 40), extra=st.integers(0, 5), share=st.floats(0, 1),
+       seed=st.integers(0, 10_000))
+@FAST
+def test_first_set_is_a_padded_nonzero(rows: int, n: int, extra: int, share: float, seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    mask = torch.rand(rows, n, generator=generator) < share
+    count = round(share * n) + extra - 2 if round(share * n) + extra >= 2 else 0
+    got = first_set(mask, count)
+    assert got.shape == (rows, count) and torch.equal(first_set(mask[0], count), got[0])
+    for row, picks in zip(mask, got):
+        expected = torch.nonzero(row).squeeze(1)[:count]
+        assert torch.equal(picks[: expected.shape[0]], expected)
+        assert (picks[expected.shape[0]:] == n).all()
+
+
+@given(rows=st.integers(1, 3), n=st.integers(1, 50), levels=st.integers(1, 4), seed=st.integers(0, 10_000))
+@FAST
+def test_rank_desc_by_counting_equals_the_stable_sort(rows: int, n: int, levels: int, seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    score = torch.randint(0, levels, (rows, n), generator=generator).float()  # many ties
+    score[torch.rand(rows, n, generator=generator) < 0.2] = float("-inf")
+    order = torch.sort(score, dim=-1, descending=True, stable=True).indices
+    expected = torch.empty_like(order).scatter_(-1, order, torch.arange(n).expand(rows, n).contiguous())
+    assert torch.equal(rank_desc(score), expected)
+
+
 # -- FastVID / FlashVID: per-segment and per-frame loops replaced by batched, padded forms --------------------------
 def _random_ids(generator: torch.Generator, frames: int) -> torch.Tensor:
     return segment_ids(torch.rand(max(frames - 1, 0), generator=generator) < 0.4)

@@ -150,6 +150,16 @@ class TestAssembly:
         x = tokens.flat_features
         assert torch.allclose(out.features[0], 0.6 * x[0] + 0.4 * x[1])
 
+    def test_given_rows_are_placed_in_representative_order(self):
+        tokens = VideoTokens(features=torch.randn(1, 4, 3).bfloat16(), grid=(1, 2, 2))
+        rows = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])  # group 0 (rep 3), group 1 (rep 0)
+        out = merge_tokens(tokens, torch.tensor([1, 1, 0, 0]), torch.tensor([3, 0]), rows=rows)
+        assert out.features.dtype == torch.bfloat16
+        assert out.features.float().tolist() == [[4.0, 5.0, 6.0], [1.0, 2.0, 3.0]]
+        assert out.source.tolist() == [0, 0, 1, 1] and out.representatives.tolist() == [0, 3]
+        with pytest.raises(ValueError, match=r"rows must be \[G, D\]"):
+            merge_tokens(tokens, torch.tensor([1, 1, 0, 0]), torch.tensor([3, 0]), rows=rows[:1])
+
     def test_merge_keeps_bf16(self):
         tokens = VideoTokens(features=torch.randn(1, 4, 8).bfloat16(), grid=(1, 2, 2))
         out = merge_tokens(tokens, torch.tensor([0, 0, 1, 1]), torch.tensor([0, 2]))

@@ -200,9 +200,10 @@ def reconcile(
     is not padded).
 
     Runs without a host sync, in shapes fixed by ``count``, the capacity of ``grouping`` and ``max_excess``. A changed
-    grouping carries its output rows in :attr:`Grouping.features` (float32): the folded rows of a method that set
-    them, otherwise the member means the fold step computes anyway (pass them to
-    :func:`~vidcompress.assemble.merge_tokens` as ``rows``: no second pass over the features).
+    grouping carries its output rows in :attr:`Grouping.features` (float32) when the method set rows (folded), and
+    when it did not but ``candidates`` is empty (nothing can leave a group): the member means the fold step computes
+    anyway, so :func:`~vidcompress.assemble.merge_tokens` takes them as ``rows`` instead of a second pass over the
+    features. Otherwise ``features`` stays ``None``.
 
     Args:
         grouping: the native grouping, exact or padded.
@@ -260,7 +261,11 @@ def _assemble(
     released = released if released.shape[0] else rows.new_zeros(1)
     reps = torch.cat([grouping.representative, grouping.representative.new_full((1,), total)])
     representative = torch.where(new, released[release_index], reps[keep_ids])
-    rows_out = torch.where(folds, _folded_rows(folding.rows, folding.sizes, folding.mapping), folding.rows.float())
-    rows_out = torch.cat([rows_out, rows_out.new_zeros(1, rows_out.shape[1])])
-    out_features = torch.where(new[:, None], features[released[release_index]].float(), rows_out[keep_ids])
+    out_features = None
+    # member means are carried only when no member can leave its group (a released member changes the mean)
+    if grouping.features is not None or candidates.shape[0] == 0:
+        rows_out = torch.where(folds, _folded_rows(folding.rows, folding.sizes, folding.mapping),
+                               folding.rows.float())
+        rows_out = torch.cat([rows_out, rows_out.new_zeros(1, rows_out.shape[1])])
+        out_features = torch.where(new[:, None], features[released[release_index]].float(), rows_out[keep_ids])
     return Grouping(group=group, representative=representative, weights=weights, features=out_features)
