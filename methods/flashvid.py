@@ -240,7 +240,7 @@ class FlashVID(Compressor):
         # every segment's similarities in descending order, segment after segment (segments are runs of frames)
         values = best.reshape(-1)
         order = torch.sort(values, descending=True, stable=True).indices
-        segment_of = ids.repeat_interleave(n, output_size=t * n)
+        segment_of = ids[:, None].expand(t, n).reshape(-1)
         ranked = values[order[sort_ints(segment_of[order], t, stable=True).indices]]
         soft = ranked[(first * n + most - 1).clamp(min=0, max=t * n - 1)]  # the most-th largest of the segment
         guard = (best > torch.clamp(soft, min=-1.0 + 1e-6)[:, None]) & (most > 0)[:, None]

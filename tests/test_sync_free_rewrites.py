@@ -5,6 +5,7 @@ rewrite is exact arithmetic (cuts, reconcile)."""
 from __future__ import annotations
 
 import math
+from unittest import mock
 
 import torch
 from hypothesis import given, settings
@@ -23,9 +24,11 @@ from vidcompress.ops.dpc_knn import rank_desc
 from vidcompress.ops.greedy import farthest_point_select, mmr_select
 from vidcompress.ops.reconcile import group_by_representative, group_priority, reconcile, release_candidates
 from vidcompress.ops.similarity import minmax
+from vidcompress.ops.sorting import sort_ints, stable_order
 from vidcompress.ops.temporal import cuts_with_minimum, segment_bounds, segment_ids, smallest_first
 
 FAST = settings(max_examples=25, deadline=None)
+
 
 
 def _cuts_oracle(similarity: torch.Tensor, threshold: float, min_segments: int) -> torch.Tensor:
@@ -351,3 +354,19 @@ def test_flashvid_children_match_the_per_segment_guard(frames: int, n: int, budg
     compressor = get_compressor("flashvid", temporal_threshold=threshold)
     expected = _children_oracle(best, ids, min(budget, n), threshold)
     assert torch.equal(compressor._children(best, ids, min(budget, n)), expected)
+
+
+@given(shape=st.sampled_from([(1,), (7,), (40,), (3, 25)]), levels=st.integers(1, 5), seed=st.integers(0, 10_000))
+@FAST
+def test_counting_sorts_under_compile_equal_the_stable_sort(shape: tuple[int, ...], levels: int, seed: int) -> None:
+    """``stable_order`` / ``sort_ints`` take the counting form while Dynamo traces (forced here): same order as
+    ``torch.sort(stable=True)``, ties included, along either axis."""
+    generator = torch.Generator().manual_seed(seed)
+    keys = torch.randint(-1, levels, shape, generator=generator)
+    floats = keys.float().masked_fill(keys == -1, float("inf"))
+    want = torch.sort(floats, stable=True).indices
+    with mock.patch.object(torch.compiler, "is_compiling", lambda: True):
+        assert torch.equal(stable_order(floats), want)
+        got = sort_ints(keys, levels, dim=0, stable=True)
+    expected = torch.sort(keys, dim=0, stable=True)
+    assert torch.equal(got.indices, expected.indices) and torch.equal(got.values, expected.values)

@@ -13,6 +13,7 @@ import torch
 
 from ..kernels import segment_mean
 from ..kernels.pairwise import NORM_EPS
+from .sorting import stable_order
 
 __all__ = [
     "unit",
@@ -61,7 +62,7 @@ def aligned_similarity(features: torch.Tensor) -> torch.Tensor:
 
 def smallest_first(values: torch.Tensor) -> torch.Tensor:
     """Indices that sort a 1-D tensor ascending, ties broken by the lower index."""
-    return torch.sort(values, stable=True).indices
+    return stable_order(values)
 
 
 def cuts_with_minimum(similarity: torch.Tensor, threshold: float, min_segments: int) -> torch.Tensor:
