@@ -169,6 +169,16 @@ def test_wrap_accepts_cuda_graph(qwen):
     assert answer.stats["visual_tokens_out"] == answer.stats["visual_tokens_in"] // 2
 
 
+def test_wrap_passes_torch_compile_on_and_refuses_it_without_graphs(qwen):
+    from vidcompress import wrap
+
+    model, processor = qwen
+    vlm = wrap(model, "uniform", 0.5, processor=processor, cuda_graph=True, torch_compile=True)
+    assert isinstance(vlm.compressor, GraphedCompressor) and vlm.compressor.torch_compile
+    with pytest.raises(ValueError, match="pass cuda_graph=True as well"):
+        wrap(model, "uniform", 0.5, processor=processor, torch_compile=True)
+
+
 def test_torch_compile_captures_the_compiled_stage_and_matches_eager():
     """``torch_compile=True`` captures the Inductor-compiled compressor (here on the CPU, through the stand-in
     capture); its outputs equal the eager compressor's up to float rounding, grouping and positions exactly."""

@@ -280,6 +280,7 @@ def wrap(
     rope_compat: str = "reference",
     vision_attention: str = "stock",
     cuda_graph: bool = False,
+    torch_compile: bool = False,
     **params: Any,
 ) -> VideoLLM:
     """Wrap a video LLM with the compressor ``method`` at ``retention``.
@@ -298,11 +299,16 @@ def wrap(
             same result (:mod:`vidcompress.models.vision_attention`; no effect on LLaVA-OneVision).
         cuda_graph: replay the token stage as one CUDA graph per input signature (:func:`vidcompress.graphed`): the
             first call of a grid captures it, later ones cost one launch instead of hundreds; no effect on CPU.
+        torch_compile: with ``cuda_graph``, compile the token stage with ``torch.compile`` before capturing it
+            (``graphed(..., torch_compile=True)``: the methods' bookkeeping fuses into fewer kernels; each grid
+            compiles once, 10-120 s).
         **params: the method's own parameters.
     """
+    if torch_compile and not cuda_graph:
+        raise ValueError("torch_compile=True compiles the captured token stage: pass cuda_graph=True as well")
     compressor: Compressor | Pipeline | GraphedCompressor = get_compressor(method, retention=retention, **params)
     if cuda_graph:
-        compressor = graphed(compressor)
+        compressor = graphed(compressor, torch_compile=torch_compile)
     if vision_attention not in VISION_ATTENTION_CHOICES:
         raise ValueError(f"vision_attention must be one of {', '.join(VISION_ATTENTION_CHOICES)}, got {vision_attention!r}")
     random_weights = False
