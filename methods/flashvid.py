@@ -96,7 +96,9 @@ class FlashVID(Compressor):
     Differences from the reference: in a one-frame segment the reference clusters all ``N`` tokens, ADTS tokens
     included (so a token can be output twice); here the ADTS tokens are left out of that clustering. Ties are broken
     by index. With ``tstm_mean="reference"`` a merged row is the reference's value, not a weighted mean of its
-    ``source`` members (it is ``sum / direct children``); ``"subtree"`` gives exact member means. Model defaults
+    ``source`` members (it is ``sum / direct children``); ``"subtree"`` gives exact member means. A root's value is
+    accumulated in float32 and rounded once to the input dtype, where the reference adds in place in the video's
+    dtype frame by frame (one rounding per addition); DPC-kNN reads those values, as in the reference. Model defaults
     differ in the reference scripts: LLaVA ``attn_div_v2`` / 8 segments (defaults here), Qwen2.5-VL ``attn_div`` / 4.
     """
 

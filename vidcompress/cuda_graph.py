@@ -3,7 +3,8 @@
 Every token-stage method runs without a host synchronisation and its output size depends only on the grid and the
 retention, so one call is a fixed chain of kernels. On a GPU that chain is a few hundred small launches, and
 issued one by one from Python the host cannot keep the GPU busy (FlashVID at 32 frames x 196 x 3584 on an H100:
-6-11 ms eager for ~1.6 ms of kernels, 1.77 ms replayed; ``benchmarks/results/kernels_h100.md``).
+9-11 ms eager for ~1.4 ms of kernels, 1.58 ms replayed, 0.99 ms replayed after ``torch_compile``;
+``benchmarks/results/kernels_h100.md``).
 :class:`GraphedCompressor` captures the chain once per input signature and then replays it with one launch, as vLLM
 and ``torch.cuda.make_graphed_callables`` do for model forwards:
 

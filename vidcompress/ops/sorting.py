@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import torch
 
-__all__ = ["COUNTING_SORT_MAX", "SortedInts", "narrowest", "sort_ints", "stable_order"]
+__all__ = ["COUNTING_SORT_MAX", "SortedInts", "counting_rank", "narrowest", "sort_ints", "stable_order"]
 
 #: Under ``torch.compile``, axes up to this long are ordered by counting (an ``[..., n, n]`` comparison that Inductor
 #: fuses into one kernel) instead of ``torch.sort``: a CUDA sort of a few hundred keys is one latency-bound block of
@@ -36,16 +36,23 @@ def narrowest(values: torch.Tensor, bound: int) -> torch.Tensor:
     return values
 
 
+def counting_rank(values: torch.Tensor) -> torch.Tensor:
+    """Ascending rank of every entry along the last axis, ties in input order: the number of entries before it
+    (smaller, or equal at a lower index), from an ``[..., n, n]`` comparison. For short axes (``n`` up to
+    :data:`COUNTING_SORT_MAX`); no NaN."""
+    index = torch.arange(values.shape[-1], device=values.device)
+    mine, other = values[..., :, None], values[..., None, :]
+    return ((other < mine) | ((other == mine) & (index[None, :] < index[:, None]))).sum(-1)
+
+
 def stable_order(values: torch.Tensor) -> torch.Tensor:
     """Indices that sort ``values`` ascending along the last axis, ties in input order (``torch.sort(...,
-    stable=True).indices``); by counting under ``torch.compile`` when the axis is short. No NaN."""
+    stable=True).indices``); by counting (:func:`counting_rank`) under ``torch.compile`` when the axis is short."""
     n = values.shape[-1]
     if not (torch.compiler.is_compiling() and n <= COUNTING_SORT_MAX):
         return torch.sort(values, stable=True).indices
-    index = torch.arange(n, device=values.device)
-    mine, other = values[..., :, None], values[..., None, :]
-    rank = ((other < mine) | ((other == mine) & (index[None, :] < index[:, None]))).sum(-1)  # entries before it
-    return torch.empty_like(rank).scatter_(-1, rank, index.expand_as(rank))
+    rank = counting_rank(values)
+    return torch.empty_like(rank).scatter_(-1, rank, torch.arange(n, device=values.device).expand_as(rank))
 
 
 def sort_ints(values: torch.Tensor, bound: int, *, dim: int = -1, stable: bool = False) -> SortedInts:
