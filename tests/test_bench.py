@@ -113,6 +113,7 @@ def test_scaling_plan_tries_every_configuration_at_growing_frame_counts():
 def test_bad_arguments_exit_2(capsys):
     assert bench_command(["--tiny", "--methods", "no-such-method"]) == 2
     assert bench_command(["--tiny", "--retentions", "1.5"]) == 2
+    assert bench_command(["--tiny", "--torch-compile", "--no-cuda-graph"]) == 2
     assert "vidcompress bench:" in capsys.readouterr().err
 
 
@@ -154,3 +155,13 @@ def test_compressor_for_graphs_the_token_stage_when_asked():
     assert isinstance(graphed_flashvid, GraphedCompressor) and graphed_flashvid.name == "flashvid"
     assert compressor_for(IDEAL, 0.1, cuda_graph=True).name == "uniform"
     assert not isinstance(compressor_for("flashvid", 0.1), GraphedCompressor)
+    assert not graphed_flashvid.torch_compile and compressor_for("flashvid", 0.1, True, True).torch_compile
+
+
+def test_token_stage_label():
+    from vidcompress.bench.runner import token_stage_label
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert token_stage_label(True, True, cuda) == "cuda_graph_compiled"
+    assert token_stage_label(True, False, cuda) == "cuda_graph"
+    assert token_stage_label(False, True, cuda) == token_stage_label(True, True, cpu) == "eager"

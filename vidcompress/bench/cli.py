@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=True,
                         help="replay each method's token stage as one CUDA graph (vidcompress.graphed; the default, "
                         "as a server would run it); --no-cuda-graph: launch its kernels one by one from Python")
+    parser.add_argument("--torch-compile", action="store_true",
+                        help="with --cuda-graph: compile each token stage with torch.compile before capturing it "
+                        "(vidcompress.graphed(..., torch_compile=True); the warm-up rounds pay the compile)")
     parser.add_argument("--checkpoint", action="append", default=[], metavar="MODEL=PATH",
                         help="load real weights for MODEL from PATH (local path or hub id)")
     parser.add_argument("--time-budget-s", type=float, default=None,
@@ -99,6 +102,8 @@ def _validate(args: argparse.Namespace) -> None:
     for retention in [*(args.retentions or []), args.retention]:
         if not 0.0 < retention <= 1.0:
             raise ValueError(f"retentions must lie in (0, 1], got {retention}")
+    if args.torch_compile and not args.cuda_graph:
+        raise ValueError("--torch-compile compiles the captured token stage: drop --no-cuda-graph")
     if any(frames < 1 for frames in args.frames or []):
         raise ValueError("frame counts must be positive")
 
@@ -190,6 +195,7 @@ def bench_command(argv: list[str]) -> int:
         attn_implementation=args.attn,
         vision_attention=args.vision_attention,
         cuda_graph=args.cuda_graph,
+        torch_compile=args.torch_compile,
         frame_size=112 if args.tiny else args.frame_size,
         time_budget_s=args.time_budget_s,
         prepare_repeats=1 if args.tiny else 3,

@@ -180,11 +180,14 @@ def prepare_video(vlm: VideoLLM, path: Path, frames: int, question: str, repeats
     )
 
 
-def compressor_for(method: str, retention: float, cuda_graph: bool = False) -> Compressor | Pipeline | GraphedCompressor:
+def compressor_for(
+    method: str, retention: float, cuda_graph: bool = False, torch_compile: bool = False
+) -> Compressor | Pipeline | GraphedCompressor:
     """The compressor timed for ``method`` (the ideal times ``uniform``'s output, chosen outside the timed region);
-    with ``cuda_graph`` its token stage replays as a CUDA graph (:func:`vidcompress.graphed`)."""
+    with ``cuda_graph`` its token stage replays as a CUDA graph (:func:`vidcompress.graphed`), compiled first with
+    ``torch_compile``."""
     compressor = get_compressor("uniform" if method == IDEAL else method, retention=retention)
-    return graphed(compressor) if cuda_graph else compressor
+    return graphed(compressor, torch_compile=torch_compile) if cuda_graph else compressor
 
 
 def time_run(

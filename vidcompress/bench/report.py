@@ -26,7 +26,9 @@ VISION_ATTENTION_NOTE = (
 )
 TOKEN_STAGE_NOTE = (
     "cuda_graph = each method's token stage replays as one CUDA graph per input signature (vidcompress.graphed: "
-    "input copy, replay, output clone, all timed); eager = its kernels launched one by one from Python"
+    "input copy, replay, output clone, all timed); cuda_graph_compiled = the same after torch.compile "
+    "(graphed(..., torch_compile=True); compiling happens in the warm-up rounds); eager = its kernels launched one by "
+    "one from Python"
 )
 PUBLISHED_SPEEDUPS = {  # anchors.md §2.6 / §3, LLaVA-OV-7B
     "holitom": "TTFT 2.28x (headline)",

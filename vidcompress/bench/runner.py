@@ -32,11 +32,18 @@ from .measure import Settings
 from .plans import Case, comparisons
 from .slot import ModelSlot
 
-__all__ = ["run_plan", "environment", "log_progress"]
+__all__ = ["run_plan", "environment", "log_progress", "token_stage_label"]
 
 LARGE_FRAMES = 128  # a comparison at more frames needs MIN_SECONDS_LEFT of the budget to start
 MIN_SECONDS_LEFT = 45.0
 MIN_ROUNDS = 3  # a time budget cuts rounds, never below this (or the rounds asked for, if fewer)
+
+
+def token_stage_label(cuda_graph: bool, torch_compile: bool, device: torch.device) -> str:
+    """How the token stage runs: ``"cuda_graph_compiled"``, ``"cuda_graph"`` (CUDA only) or ``"eager"``."""
+    if not cuda_graph or device.type != "cuda":
+        return "eager"
+    return "cuda_graph_compiled" if torch_compile else "cuda_graph"
 
 
 def environment(command: list[str]) -> dict[str, Any]:
@@ -90,6 +97,7 @@ def run_plan(
     attn_implementation: str = "sdpa",
     vision_attention: str = "batched",
     cuda_graph: bool = True,
+    torch_compile: bool = False,
     frame_size: int = 448,
     time_budget_s: float | None = None,
     prepare_repeats: int = 3,
@@ -101,7 +109,7 @@ def run_plan(
     hard_deadline = None if time_budget_s is None else started + time_budget_s
     result: dict[str, Any] = {**environment(command), "random_weights": not checkpoints, "models": {}, "rows": []}
     result.update(device=str(device), vision_attention=vision_attention, time_budget_s=time_budget_s,
-                  token_stage="cuda_graph" if cuda_graph and device.type == "cuda" else "eager")
+                  token_stage=token_stage_label(cuda_graph, torch_compile, device))
     out_json.parent.mkdir(parents=True, exist_ok=True)
     slot = ModelSlot(device, checkpoints or {}, attn_implementation, vision_attention)
     failed_at: dict[tuple[str, str, float], int] = {}
@@ -163,7 +171,8 @@ def _measure_comparison(
     progress: Callable[[str], None],
 ) -> dict[Case, dict[str, Any]]:
     """Time ``cases`` (one model and frame count) interleaved; one result row per case. The token stage runs as
-    ``result["token_stage"]`` says (``"cuda_graph"``: :func:`vidcompress.graphed`, else eager)."""
+    ``result["token_stage"]`` says (``"cuda_graph"``: :func:`vidcompress.graphed`; ``"cuda_graph_compiled"``: the same
+    with ``torch_compile=True``; else eager)."""
     failure = None
     try:
         vlm, info = slot.get(cases[0].model)
@@ -179,8 +188,11 @@ def _measure_comparison(
     settings = cases[0].settings
     counts: dict[Case, dict[str, Any]] = {}
     peaks: dict[Case, float] = {}
-    cuda_graph = result["token_stage"] == "cuda_graph"
-    compressors = {case: compressor_for(case.method, case.retention, cuda_graph) for case in cases}
+    stage = result["token_stage"]
+    compressors = {
+        case: compressor_for(case.method, case.retention, stage != "eager", stage == "cuda_graph_compiled")
+        for case in cases
+    }
 
     def run(case: Case, new_tokens: int = 1) -> dict[str, float]:
         vlm.compressor = compressors[case]
