@@ -7,10 +7,11 @@ import torch
 
 from vidcompress.assemble import merge_tokens
 from vidcompress.compressor import Compressor
+from vidcompress.kernels import aligned_cosine
 from vidcompress.llm_stage import LayerInputs, LayerReduction, keep_top_visual
 from vidcompress.ops.dpc_knn import dpc_knn, rank_desc
 from vidcompress.ops.reconcile import group_by_representative, group_priority, reconcile, release_candidates
-from vidcompress.ops.temporal import aligned_similarity, segment_means, unit
+from vidcompress.ops.temporal import segment_means, unit
 from vidcompress.registry import register_compressor
 from vidcompress.tokens import CompressedTokens, VideoTokens
 
@@ -125,7 +126,9 @@ class HoliTom(Compressor):
     """HoliTom token stage: windows of static positions are averaged over time and clustered; dynamic tokens are
     selected by vision attention (``holitom/main.py``).
 
-    1. Position-aligned cosine of adjacent frames; a dynamic programme (:func:`static_windows`) splits the video into
+    1. Position-aligned cosine of adjacent frames (:func:`~vidcompress.kernels.aligned_cosine`: ``<a, b> /
+       max(|a| |b|, 1e-8)``, one launch on CUDA; ``F.cosine_similarity`` clamps each norm instead, which differs only
+       for near-zero tokens); a dynamic programme (:func:`static_windows`) splits the video into
        windows maximising the tokens removed by averaging positions whose similarity stays ``> tau`` in the window.
     2. The budget ``r`` is rescaled to the tokens left after averaging: ``r' = min(r / ((NT - R) / NT), 1)``.
     3. Per window: each static position is averaged over the window's frames; DPC-kNN (``k = min(k, C)``) groups them
@@ -240,7 +243,8 @@ class HoliTom(Compressor):
     def compress(self, tokens: VideoTokens, count: int) -> CompressedTokens:
         assert tokens.attention is not None  # checked by Compressor.__call__
         t, n, _ = tokens.features.shape
-        similarity = aligned_similarity(tokens.features)
+        # [T-1, N] cosines of the same position in adjacent frames: one launch on CUDA
+        similarity = aligned_cosine(tokens.features) if t > 1 else torch.zeros(0, n, device=tokens.features.device)
         window_of, removed = static_windows(similarity, self.tau, self.max_window)
         total = t * n
         kept_share = (total - removed.double()) / total

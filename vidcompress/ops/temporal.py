@@ -20,7 +20,6 @@ __all__ = [
     "unit_and_norm",
     "frame_means",
     "adjacent_similarity",
-    "aligned_similarity",
     "cuts_with_minimum",
     "segment_ids",
     "segment_bounds",
@@ -53,11 +52,6 @@ def adjacent_similarity(frame_features: torch.Tensor) -> torch.Tensor:
     normed = unit(frame_features)
     return (normed[:-1] * normed[1:]).sum(-1)
 
-
-def aligned_similarity(features: torch.Tensor) -> torch.Tensor:
-    """``[T-1, N]`` cosine similarity of the same position ``n`` in frames ``t`` and ``t+1``."""
-    normed = unit(features)
-    return (normed[:-1] * normed[1:]).sum(-1)
 
 
 def smallest_first(values: torch.Tensor) -> torch.Tensor:
