@@ -10,7 +10,8 @@ host (except the optional ``validate`` checks), and accumulates in float32 whate
 * :mod:`.density_peaks` — DPC-kNN density and centre score from the distance matrices (two launches).
 * :mod:`.greedy` — per-frame greedy k-center (plain and FlashVID's signed calibration) and MMR selection, all
   frames in one launch.
-* :mod:`.pairwise` — dot / cosine / Euclidean matrices of token batches on the tensor cores at float32 accuracy.
+* :mod:`.pairwise` — dot / cosine / Euclidean matrices of token batches on the tensor cores without rounding the
+  inputs (16 of 24 mantissa bits for float32 ones), and the rows' squared norms to share between matrices.
 * :mod:`.partition` — VisPruner's even/odd diversity partition (FlashVLM), every round of every frame in one launch.
 * :mod:`.runs` — PruneVid's refinement of frame labels into contiguous segments, every step in one launch.
 * :mod:`.sinkhorn` — Sinkhorn scalings of a batch of OT problems (AOT), every iteration in one launch, stop on device.
