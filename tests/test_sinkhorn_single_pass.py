@@ -119,9 +119,23 @@ def test_joint_stop_without_room_for_the_history_runs_two_launches(
     monkeypatch: pytest.MonkeyPatch, poisoned_empty: None
 ) -> None:
     monkeypatch.setattr(sinkhorn_module, "HISTORY_BYTES", 0)
+    triton_module = sys.modules[launch_sinkhorn.__module__]
+    launches: list[bool] = []  # per launch of sinkhorn_scalings: did it keep a history?
+
+    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        launches.append(kwargs.get("history") is not None)
+        return launch_sinkhorn(*args, **kwargs)
+
     for seed, (batch, rows, cols, max_iter, tol, epsilon, nan) in enumerate(CASES):
         kernel, mu, nu = _problems(seed, batch, rows, cols, epsilon, nan)
-        _single_launch_matches_two(kernel, mu, nu, max_iter, tol, joint_stop=True)
+        r_expected, c_expected, _ = _two_launches(kernel, mu, nu, max_iter, tol, joint_stop=True)
+        launches.clear()
+        with monkeypatch.context() as patch:
+            patch.setattr(triton_module, "launch_sinkhorn", counted)
+            r, c = sinkhorn_scalings(kernel, mu, nu, max_iter, tol, True, use_triton=True)
+        assert launches == [False, False]  # a recording launch, then the stopping number of updates; no history
+        _assert_same_bits(r, r_expected)
+        _assert_same_bits(c, c_expected)
 
 
 def test_batches_above_max_polled_record_every_update(monkeypatch: pytest.MonkeyPatch) -> None:
