@@ -25,7 +25,7 @@ from vidcompress.ops.greedy import farthest_point_select, mmr_select
 from vidcompress.ops.reconcile import group_by_representative, group_priority, reconcile, release_candidates
 from vidcompress.ops.similarity import minmax
 from vidcompress.ops.sorting import sort_ints, stable_order
-from vidcompress.ops.temporal import cuts_with_minimum, segment_bounds, segment_ids, smallest_first
+from vidcompress.ops.temporal import cuts_with_minimum, segment_bounds, segment_ids
 
 FAST = settings(max_examples=25, deadline=None)
 
@@ -35,7 +35,7 @@ def _cuts_oracle(similarity: torch.Tensor, threshold: float, min_segments: int) 
     cuts = similarity < threshold
     missing = min(min_segments - 1, similarity.shape[0]) - int(cuts.sum())
     if missing > 0:
-        order = smallest_first(similarity.masked_fill(cuts, float("inf")))
+        order = stable_order(similarity.masked_fill(cuts, float("inf")))
         cuts = cuts.clone()
         cuts[order[:missing]] = True
     return cuts

@@ -28,8 +28,7 @@ import torch
 
 from ..kernels import pairwise, segment_mean
 from .budgets import first_set
-from .sorting import sort_ints
-from .temporal import smallest_first
+from .sorting import sort_ints, stable_order
 
 __all__ = ["Grouping", "group_by_representative", "release_candidates", "group_priority", "reconcile"]
 
@@ -166,7 +165,7 @@ def _fold(
     # lowest priority folds first; ties: the group with the lower representative folds first
     by_rep = sort_ints(reps, grouping.group.shape[0]).indices
     ranked = torch.where(real, priority, torch.full_like(priority, float("inf")))
-    fold = by_rep[smallest_first(ranked[by_rep])[:max_excess]]
+    fold = by_rep[stable_order(ranked[by_rep])[:max_excess]]
     fold_valid = torch.arange(fold.shape[0], device=device) < excess
     folded = torch.zeros(num_groups + 1, dtype=torch.bool, device=device)
     folded.index_fill_(0, torch.where(fold_valid, fold, num_groups), True)

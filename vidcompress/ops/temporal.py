@@ -24,7 +24,6 @@ __all__ = [
     "segment_ids",
     "segment_bounds",
     "segment_means",
-    "smallest_first",
 ]
 
 
@@ -54,11 +53,6 @@ def adjacent_similarity(frame_features: torch.Tensor) -> torch.Tensor:
 
 
 
-def smallest_first(values: torch.Tensor) -> torch.Tensor:
-    """Indices that sort a 1-D tensor ascending, ties broken by the lower index."""
-    return stable_order(values)
-
-
 def cuts_with_minimum(similarity: torch.Tensor, threshold: float, min_segments: int) -> torch.Tensor:
     """Cut wherever ``similarity < threshold``, then at the least similar remaining transitions up to ``min_segments``.
 
@@ -72,7 +66,7 @@ def cuts_with_minimum(similarity: torch.Tensor, threshold: float, min_segments: 
     below = similarity < threshold
     wanted = min(min_segments - 1, similarity.shape[0])
     rank = torch.empty_like(similarity, dtype=torch.long)
-    rank[smallest_first(similarity)] = torch.arange(similarity.shape[0], device=similarity.device)
+    rank[stable_order(similarity)] = torch.arange(similarity.shape[0], device=similarity.device)
     return rank < torch.clamp(below.sum(), min=wanted)
 
 
