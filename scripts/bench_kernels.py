@@ -261,12 +261,12 @@ class Bench:
                  similarity.numel() * 4, copy_tbs, agree)
 
 
-SWEEP_CONFIGS = [  # (BLOCK_K, BLOCK_D, num_warps) for the bf16 sizes; the default is marked in the output
-    (block_k, block_d, warps)
-    for block_k in (2, 4, 8, 16)
-    for block_d in (256, 512, 1024)
-    for warps in (4, 8)
-    if block_k * block_d <= 8192
+SWEEP_CONFIGS = [  # (BLOCK_L, BLOCK_D, num_warps, BLOCK_K) for the bf16 sizes; the default is marked in the output
+    (block_l, block_d, warps, block_k)
+    for block_l in (4, 8, 16)
+    for block_d in (512, 1024)
+    for warps in (2, 4, 8)
+    for block_k in (1, 2, 4)
 ]
 
 
@@ -285,7 +285,7 @@ def sweep_segment_mean(bench: Bench, sizes: dict[str, tuple[int, int, int, int]]
             source = torch.randint(0, k, (t * h * w,), generator=generator, device=bench.device)
             members, offsets = segment_offsets(source, k)
             expected = segment_mean(flats[0], source, k, use_triton=False)
-            chosen = tuple(default_config(k, d, item))
+            chosen = tuple(default_config(k, t * h * w, d, item))
             nbytes = (t * h * w + k) * d * item
             for config in SWEEP_CONFIGS:
                 ms = bench.time(lambda x: segment_mean_csr(x, members, offsets, use_triton=True, config=config), flats)
@@ -499,7 +499,7 @@ def report(record: dict[str, Any]) -> str:
     if record["methods"]:
         lines += ["", method_markdown(record["methods"])]
     if record["sweep"]:
-        lines += ["", "| size | retention | BLOCK_K, BLOCK_D, warps | ms | % of copy | agrees |",
+        lines += ["", "| size | retention | BLOCK_L, BLOCK_D, warps, BLOCK_K | ms | % of copy | agrees |",
                   "| --- | --- | --- | --- | --- | --- |"]
         for row in record["sweep"]:
             mark = " (default)" if row["default"] else ""

@@ -174,10 +174,10 @@ def test_segment_mean_long_segment_and_block_sizes() -> None:
     assert torch.equal(out[2], torch.zeros(37))
 
 
-@pytest.mark.parametrize("config", [(1, 16, 1), (4, 16, 2), (8, 32, 4), (16, 64, 4)])
-def test_segment_mean_launch_configs_agree(config: tuple[int, int, int]) -> None:
-    """Every (BLOCK_K, BLOCK_D, warps) of the tuning sweep gives the same rows: uneven and empty segments, a
-    segment block running past K, columns running past D, weights."""
+@pytest.mark.parametrize("config", [(1, 16, 1, 1), (2, 16, 2, 2), (4, 32, 4, 1), (16, 64, 4, 2), (8, 16, 1, 4)])
+def test_segment_mean_launch_configs_agree(config: tuple[int, int, int, int]) -> None:
+    """Every (BLOCK_L, BLOCK_D, warps, BLOCK_K) of the tuning sweep gives the same rows: uneven and empty segments
+    (a 30-member one spans several tiles), a segment pair running past K, columns running past D, weights."""
     features = _random(3, 90, 40)
     lengths = [0, 1, 7, 0, 2, 30, 1, 1, 3, 0, 5]  # 50 members, 11 segments; the rest dropped
     source = torch.full((90,), -1, dtype=torch.long)
@@ -192,14 +192,16 @@ def test_segment_mean_launch_configs_agree(config: tuple[int, int, int]) -> None
         assert torch.equal(out[[0, 3, 9]], torch.zeros(3, 40))
 
 
-def test_segment_mean_default_config_fills_the_gpu() -> None:
+def test_segment_mean_default_config() -> None:
     from vidcompress.kernels._triton.segment_mean import default_config
 
-    assert default_config(1568, 3584, 2) == (4, 512, 4)  # LLaVA-OV 32 frames -> 25 %: 392 x 7 programs
-    assert default_config(627, 3584, 2) == (4, 512, 4)  # -> 10 %: 157 x 7 = 1099 programs, >= 4 per SM
-    assert default_config(627, 3584, 4) == (4, 256, 4)  # fp32: 1 KiB of a row per program
-    assert default_config(100, 3584, 2) == (1, 512, 4)  # few segments: BLOCK_K halves until 4 x 132 programs
-    assert default_config(3, 40, 4) == (1, 64, 4)  # a small D is covered by one block
+    # (BLOCK_L, BLOCK_D, warps, BLOCK_K): BLOCK_L is the mean segment length rounded up to a power of two
+    assert default_config(627, 6272, 3584, 2) == (16, 1024, 4, 2)  # LLaVA-OV 32 frames -> 10 %: ~10 members each
+    assert default_config(1568, 6272, 3584, 2) == (4, 1024, 4, 2)  # -> 25 %: 4 members each
+    assert default_config(627, 6272, 3584, 4) == (16, 512, 4, 2)  # fp32: 2 KiB of a row per program
+    assert default_config(6272, 6272, 3584, 2) == (2, 1024, 4, 2)  # FlashVID's tree sums: mostly empty segments
+    assert default_config(30, 300, 3584, 2) == (16, 256, 4, 1)  # few segments: BLOCK_D, then BLOCK_K shrink
+    assert default_config(3, 40, 40, 4) == (16, 64, 4, 1)  # a small D is covered by one block
 
 
 # ----------------------------------------------------------------------------------------------- diversity partition

@@ -5,8 +5,8 @@ Output row ``k`` is the (optionally weighted) mean of the features of its member
 returned in the input dtype. **A row without members, or whose member weights sum to zero, is all zeros.**
 
 The Triton path is a sorted segment reduction (CSR: members sorted by segment, plus ``K + 1`` offsets): one program
-per (``BLOCK_K`` segments, ``BLOCK_D`` columns) gathers one member row of each of its segments per step and writes
-its output tile once; no atomics, so the result is deterministic (design notes in ``_triton/segment_mean.py``).
+per (segment, ``BLOCK_D`` columns) gathers ``BLOCK_L`` of its members at a time and writes its output row once; no
+atomics, so the result is deterministic (design notes in ``_triton/segment_mean.py``).
 The CSR is built on the device by a stable sort and ``searchsorted`` (no host sync); groupings that are already in
 CSR order can skip the sort through :func:`segment_mean_csr`.
 """
@@ -177,11 +177,11 @@ def segment_mean_csr(
     *,
     out: torch.Tensor | None = None,
     use_triton: bool | None = None,
-    config: tuple[int, int, int] | None = None,
+    config: tuple[int, int, int, int] | None = None,
 ) -> torch.Tensor:
     """:func:`segment_mean` for a grouping already in CSR form (see :func:`segment_offsets`); no sort, no checks
     of the index values. ``offsets`` ``[K + 1]`` must be non-decreasing and index into ``members``. ``config``:
-    Triton launch parameters ``(BLOCK_K, BLOCK_D, num_warps)`` overriding the default (for tuning sweeps)."""
+    Triton launch parameters ``(BLOCK_L, BLOCK_D, num_warps, BLOCK_K)`` overriding the default (for tuning sweeps)."""
     _check_features(features)
     _check_index("members", members, None, features.device)
     _check_index("offsets", offsets, None, features.device)
@@ -207,7 +207,7 @@ def _launch(
     offsets: torch.Tensor,
     weights: torch.Tensor | None,
     out: torch.Tensor | None,
-    config: tuple[int, int, int] | None = None,
+    config: tuple[int, int, int, int] | None = None,
     dtype: torch.dtype | None = None,
     row_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:

@@ -1,18 +1,20 @@
-"""Sorted (CSR) segment mean: one program per (block of segments, block of columns), fp32 accumulation, no atomics.
+"""Sorted (CSR) segment mean: one program per (segment, block of columns), fp32 accumulation, no atomics.
 
 Bandwidth design (H100: 132 SMs, ~3.35 TB/s HBM; the merge reads ``M x D`` and writes ``K x D`` once):
 
-* A program owns ``BLOCK_K`` consecutive segments and ``BLOCK_D`` columns. Step ``j`` gathers the ``j``-th member
-  of every one of its segments at once: a ``[BLOCK_K, BLOCK_D]`` tile of ``BLOCK_K`` independent rows, loaded with
-  16-byte vectors (``BLOCK_D`` contiguous columns, row strides specialised as multiples of 16), so each step keeps
-  ``BLOCK_K * BLOCK_D * itemsize`` bytes in flight per program instead of one short row.
-* Steps go in pairs: the two feature tiles of steps ``j`` and ``j + 1`` are loaded together (twice the bytes in
-  flight per program), and the member indices of the next pair are loaded before them, so the index gather and
-  the feature gather overlap: one memory latency per pair of steps. Accumulation stays in member order.
-* The column block is the fastest grid axis: the programs sharing a segment block (same offsets, same member
-  indices) run side by side, so the index reads after the first hit L2.
-* Every output element is written exactly once; segments of a block that run out of members are masked (a masked
-  lane issues no memory traffic), so uneven segment sizes cost latency, never bandwidth.
+* A program owns ``BLOCK_K`` consecutive segments (one after the other) and ``BLOCK_D`` columns (2 KiB of a row: one
+  16-byte vector per thread per row with 4 warps). It gathers ``BLOCK_L`` members of a segment at once, a
+  ``[BLOCK_L, BLOCK_D]`` tile of independent rows, and reduces it along the members; ``BLOCK_L`` follows the mean
+  segment length, so a typical segment is one or two tiles.
+* The member indices of the next tile are loaded before the current tile's rows, so the index gather and the feature
+  gather overlap: one memory latency per tile after the first.
+* Feature rows are loaded with ``evict_first``: each is read once, and keeping them out of L2's retained set leaves
+  it to the indices and the output. On an H100 this alone took the merge from 72-89 % to 80-103 % of the copy
+  bandwidth (``benchmarks/results/probes/segment_mean_probe_h100.txt``).
+* Programs of one segment's column blocks are adjacent in the 1-D grid, so its indices are read from DRAM once.
+* Every output element is written exactly once; lanes past a segment's end are masked (a masked lane issues no
+  memory traffic), so uneven segment sizes cost latency, never bandwidth. Within a tile the members are summed as a
+  tree, tiles in member order: deterministic, not bit-equal to a sequential sum.
 """
 
 from __future__ import annotations
@@ -30,11 +32,12 @@ REFERENCE_SMS = 132
 
 
 class SegmentMeanConfig(NamedTuple):
-    """Launch parameters: segments per program, columns per program, warps per program."""
+    """Launch parameters: members per tile, columns per program, warps per program, segments per program."""
 
-    block_k: int
+    block_l: int
     block_d: int
     num_warps: int
+    block_k: int
 
 
 @triton.jit
@@ -49,85 +52,75 @@ def _segment_mean_kernel(
     dim,
     stride_x,
     stride_out,
+    column_blocks,
     HAS_WEIGHTS: tl.constexpr,
     HAS_SCALE: tl.constexpr,
-    BLOCK_K: tl.constexpr,
+    BLOCK_L: tl.constexpr,
     BLOCK_D: tl.constexpr,
+    BLOCK_K: tl.constexpr,
 ):
-    cols = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
-    segments = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
+    program = tl.program_id(0)
+    cols = (program % column_blocks) * BLOCK_D + tl.arange(0, BLOCK_D)
     col_mask = cols < dim
-    segment_mask = segments < num_segments
-    starts = tl.load(offsets_ptr + segments, mask=segment_mask, other=0)
-    lengths = tl.load(offsets_ptr + segments + 1, mask=segment_mask, other=0) - starts
-    longest = tl.max(lengths, axis=0)
-    acc = tl.zeros([BLOCK_K, BLOCK_D], dtype=tl.float32)
-    weight_sum = tl.zeros([BLOCK_K], dtype=tl.float32)
-    rows = tl.load(members_ptr + starts, mask=lengths > 0, other=0).to(tl.int64)
-    rows_b = tl.load(members_ptr + starts + 1, mask=lengths > 1, other=0).to(tl.int64)
-    for step in range(0, longest, 2):
-        live = step < lengths
-        live_b = step + 1 < lengths
-        next_rows = tl.load(members_ptr + starts + step + 2, mask=step + 2 < lengths, other=0).to(tl.int64)
-        next_rows_b = tl.load(members_ptr + starts + step + 3, mask=step + 3 < lengths, other=0).to(tl.int64)
-        tile = tl.load(
-            x_ptr + rows[:, None] * stride_x + cols[None, :],
-            mask=live[:, None] & col_mask[None, :],
-            other=0.0,
-        ).to(tl.float32)
-        tile_b = tl.load(
-            x_ptr + rows_b[:, None] * stride_x + cols[None, :],
-            mask=live_b[:, None] & col_mask[None, :],
-            other=0.0,
-        ).to(tl.float32)
-        if HAS_WEIGHTS:
-            weight = tl.load(weights_ptr + rows, mask=live, other=0.0)
-            weight_b = tl.load(weights_ptr + rows_b, mask=live_b, other=0.0)
-            tile = tile * weight[:, None]
-            tile_b = tile_b * weight_b[:, None]
-            weight_sum += weight
-            weight_sum += weight_b
-        acc += tile
-        acc += tile_b
-        rows = next_rows
-        rows_b = next_rows_b
-    if HAS_WEIGHTS:
-        total = weight_sum
-    else:
-        total = lengths.to(tl.float32)
-    safe_total = tl.where(total != 0.0, total, 1.0)
-    mean = tl.where((total != 0.0)[:, None], acc / safe_total[:, None], 0.0)
-    if HAS_SCALE:
-        mean = mean * tl.load(scale_ptr + segments, mask=segment_mask, other=0.0)[:, None]
-    tl.store(
-        out_ptr + segments.to(tl.int64)[:, None] * stride_out + cols[None, :],
-        mean.to(out_ptr.dtype.element_ty),
-        mask=segment_mask[:, None] & col_mask[None, :],
-    )
+    lanes = tl.arange(0, BLOCK_L)
+    for k in tl.static_range(BLOCK_K):
+        segment = (program // column_blocks) * BLOCK_K + k
+        if segment < num_segments:
+            start = tl.load(offsets_ptr + segment)
+            end = tl.load(offsets_ptr + segment + 1)
+            acc = tl.zeros([BLOCK_D], dtype=tl.float32)
+            weight_sum = tl.zeros([BLOCK_L], dtype=tl.float32)
+            rows = tl.load(members_ptr + start + lanes, mask=start + lanes < end, other=0).to(tl.int64)
+            for first in range(start, end, BLOCK_L):
+                live = first + lanes < end
+                following = first + BLOCK_L + lanes
+                next_rows = tl.load(members_ptr + following, mask=following < end, other=0).to(tl.int64)
+                tile = tl.load(
+                    x_ptr + rows[:, None] * stride_x + cols[None, :],
+                    mask=live[:, None] & col_mask[None, :],
+                    other=0.0,
+                    eviction_policy="evict_first",
+                ).to(tl.float32)
+                if HAS_WEIGHTS:
+                    weight = tl.load(weights_ptr + rows, mask=live, other=0.0)
+                    tile = tile * weight[:, None]
+                    weight_sum += weight
+                acc += tl.sum(tile, axis=0)
+                rows = next_rows
+            if HAS_WEIGHTS:
+                total = tl.sum(weight_sum, axis=0)
+            else:
+                total = (end - start).to(tl.float32)
+            mean = tl.where(total != 0.0, acc / tl.where(total != 0.0, total, 1.0), 0.0)
+            if HAS_SCALE:
+                mean = mean * tl.load(scale_ptr + segment)
+            tl.store(out_ptr + segment.to(tl.int64) * stride_out + cols, mean.to(out_ptr.dtype.element_ty),
+                     mask=col_mask)
 
 
-def default_config(num_segments: int, dim: int, itemsize: int) -> SegmentMeanConfig:
-    """The launch parameters for H100-class GPUs, picked by ``scripts/bench_kernels.py --sweep``.
+def default_config(num_segments: int, num_members: int, dim: int, itemsize: int) -> SegmentMeanConfig:
+    """The launch parameters for H100-class GPUs, from the sweep in ``benchmarks/results/probes``.
 
-    ``BLOCK_D`` spans 1 KiB of a row (512 bf16 / 256 fp32 columns: 3584 = 7 x 512 splits evenly); with 4 warps
-    each thread then holds 16-byte vectors of ``BLOCK_K`` rows. ``BLOCK_K = 4`` with two member tiles per step keeps
-    8 KiB per program in flight per step; in the H100 sweep (``benchmarks/results/kernels_h100.json``) it was the
-    fastest of the configurations tried at 6 of the 8 sizes (80-89 % of copy bandwidth at 32-64 frames x 3584 and
-    25 % retention, 73 % on the smallest grids, where one launch's latency is a quarter of the runtime). Smaller
-    problems halve ``BLOCK_K`` (then ``BLOCK_D``) until the grid fills every SM about four times over.
+    ``BLOCK_D`` spans 2 KiB of a row (1024 bf16 / 512 fp32 columns) and ``BLOCK_L`` the mean segment length
+    ``num_members / num_segments`` rounded up to a power of two (2-16), two segments per program, 4 warps: the
+    configuration with the best worst case over the four bf16 sizes at 10 % and 25 % retention. Smaller problems
+    halve ``BLOCK_D`` (down to 256 columns), then take one segment per program, until the grid fills every SM four
+    times over.
     """
-    block_d = min(triton.next_power_of_2(max(dim, 1)), max(16, 1024 // itemsize))
-    block_k = 4
+    mean_length = -(-max(num_members, 1) // max(num_segments, 1))
+    block_l = min(16, max(2, triton.next_power_of_2(mean_length)))
+    block_d = min(triton.next_power_of_2(max(dim, 1)), max(16, 2048 // itemsize))
+    block_k = 2
     target_programs = 4 * REFERENCE_SMS
 
-    def programs(k: int, d: int) -> int:
+    def programs(d: int, k: int) -> int:
         return triton.cdiv(num_segments, k) * triton.cdiv(dim, d)
 
-    while block_k > 1 and programs(block_k, block_d) < target_programs:
-        block_k //= 2
-    while block_d > 128 and programs(block_k, block_d) < target_programs:
+    while block_d > 256 and programs(block_d, block_k) < target_programs:
         block_d //= 2
-    return SegmentMeanConfig(block_k=block_k, block_d=block_d, num_warps=4)
+    if programs(block_d, block_k) < target_programs:
+        block_k = 1
+    return SegmentMeanConfig(block_l=block_l, block_d=block_d, num_warps=4, block_k=block_k)
 
 
 def launch_segment_mean(
@@ -144,8 +137,9 @@ def launch_segment_mean(
     num_segments, dim = out.shape
     if num_segments == 0 or dim == 0:
         return out
-    block_k, block_d, num_warps = config or default_config(num_segments, dim, features.element_size())
-    grid = (triton.cdiv(dim, block_d), triton.cdiv(num_segments, block_k))
+    config = config or default_config(num_segments, members.shape[0], dim, features.element_size())
+    column_blocks = triton.cdiv(dim, config.block_d)
+    grid = (column_blocks * triton.cdiv(num_segments, config.block_k),)
     _segment_mean_kernel[grid](
         features,
         members,
@@ -157,10 +151,12 @@ def launch_segment_mean(
         dim,
         features.stride(0),
         out.stride(0),
+        column_blocks,
         HAS_WEIGHTS=weights is not None,
         HAS_SCALE=row_scale is not None,
-        BLOCK_K=block_k,
-        BLOCK_D=block_d,
-        num_warps=num_warps,
+        BLOCK_L=config.block_l,
+        BLOCK_D=config.block_d,
+        BLOCK_K=config.block_k,
+        num_warps=config.num_warps,
     )
     return out
