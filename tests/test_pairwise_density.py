@@ -183,14 +183,16 @@ def test_dpc_knn_separates_two_blobs() -> None:
     assert assignment[0, 0] != assignment[0, 10]
 
 
+@pytest.mark.parametrize("fused", [False, True])
 @pytest.mark.parametrize("config", [(64, 64, 64, 1), (32, 16, 32, 3), (16, 64, 16, 8)])
 @pytest.mark.parametrize("dtypes", [(torch.bfloat16, torch.bfloat16), (torch.float32, torch.float32),
                                     (torch.float16, torch.float32)])
 def test_pairwise_launch_configs_agree(
-    config: tuple[int, int, int, int], dtypes: tuple[torch.dtype, torch.dtype]
+    config: tuple[int, int, int, int], dtypes: tuple[torch.dtype, torch.dtype], fused: bool
 ) -> None:
-    """Tiles, slices of D and the hi / lo terms cover every product exactly once, whatever the configuration."""
-    from vidcompress.kernels._triton.pairwise import finish_pairwise, partial_dots, prepare_operand
+    """Tiles, slices of D and the hi / lo terms cover every product exactly once, whatever the configuration, with
+    the slices summed in one program (fused) or by the second pass."""
+    from vidcompress.kernels._triton.pairwise import pairwise_dots, prepare_operand
 
     block_m, block_n, block_d, slices = config
     generator = torch.Generator().manual_seed(sum(config))
@@ -199,13 +201,11 @@ def test_pairwise_launch_configs_agree(
     x_split, y_split = x.dtype != torch.bfloat16, y.dtype != torch.bfloat16
     x_operand, x_square = prepare_operand(x, x_split, True)
     y_operand, y_square = prepare_operand(y, y_split, True)
-    partial = partial_dots(x_operand, y_operand, 100, x_split, y_split, block_m, block_n, block_d, slices)
-    chunks = -(-100 // block_d)
-    per_slice = -(-chunks // min(slices, chunks))
-    assert partial.shape[0] == -(-chunks // per_slice)  # non-empty slices
-    out = torch.full((2, 23, 19), float("nan"))
-    finish_pairwise(partial, out, x_square, y_square, "euclidean", 1e-12, 1.0)
-    _close("euclidean", out, pairwise_reference(x, y, "euclidean"), x, y)
+    for kind in ("euclidean", "cosine", "dot"):
+        out = torch.full((2, 23, 19), float("nan"))
+        pairwise_dots(x_operand, y_operand, 100, x_split, y_split, out, x_square, y_square, kind, 1e-12, 2.0,
+                      block_m, block_n, block_d, slices, fused)
+        _close(kind, out, pairwise_reference(x, y, kind, divide_by=2.0), x, y)
 
 
 @pytest.mark.parametrize("use_triton", PATHS)

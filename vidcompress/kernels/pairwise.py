@@ -15,10 +15,11 @@ The references compute these matrices in float32 on the CUDA cores (~0.35 ms for
 H100). The CUDA path multiplies on the tensor cores instead, without rounding the inputs: a bf16 / fp16 operand goes
 in as it is (the product of two such numbers is exact in float32, and the accumulation is float32), a float32
 operand is split into two bf16 parts ``hi + lo`` (16 of its 24 mantissa bits) and the product is
-``hi hi' + hi lo' + lo hi'``. Three launches (``_triton/pairwise.py``): the squared norms (float32 accumulation of
-the input) and the split in one pass over each operand, a Triton GEMM over slices of ``D`` (at most 1024 wide, so
-no float32 accumulation runs over more than 1024 products; the partial products are summed in a fixed order, so the
-result is deterministic), and the cosine or distance in one pass over the matrix. On an H100 at 32 x 196 x 3584
+``hi hi' + hi lo' + lo hi'``. Launches (``_triton/pairwise.py``): the squared norms (float32 accumulation of the
+input) and the split in one pass over each operand (none for 16-bit operands whose norms are given), then a Triton
+GEMM over slices of ``D`` (at most 1024 wide, so no float32 accumulation runs over more than 1024 products; the
+slices are summed in a fixed order, so the result is deterministic) that writes the cosine or distance itself when
+the output tiles fill the GPU, or partial products and a pass that sums and finishes them when they do not. On an H100 at 32 x 196 x 3584
 (``benchmarks/results/probes/pairwise_probe_h100.txt``), against float64: bf16 inputs give cosines within 2.0e-6
 (the float32 PyTorch path: 5.5e-6) and squared distances within 4.0e-6 of the norms (1.3e-5); float32 inputs,
 limited by the 16-bit split, 8.9e-6 and 1.8e-5 (PyTorch: 2.9e-6 and 6.9e-6). Time: 0.07-0.09 ms for bf16 and
@@ -153,7 +154,7 @@ def pairwise(
     ):
         result = pairwise_reference(x, y, kind, eps, divide_by)
         return result if out is None else out.copy_(result)
-    from ._triton.pairwise import finish_pairwise, partial_dots, prepare_operand
+    from ._triton.pairwise import pairwise_dots, prepare_operand
 
     x = x if x.stride(2) == 1 else x.contiguous()
     y = y if y is None or y.stride(2) == 1 else y.contiguous()
@@ -171,9 +172,9 @@ def pairwise(
     else:
         y_operand, y_computed = prepare_operand(y, y_split, needs_norms and y_square is None)
         y_square = y_computed if y_square is None else y_square.contiguous()
-    partial = partial_dots(x_operand, y_operand, x.shape[2], x_split, y_split)
     out = torch.empty(shape, dtype=torch.float32, device=x.device) if out is None else out
-    return finish_pairwise(partial, out, x_square, y_square, kind, float(eps), float(divide_by))
+    return pairwise_dots(x_operand, y_operand, x.shape[2], x_split, y_split, out, x_square, y_square, kind,
+                         float(eps), float(divide_by))
 
 
 def matmul_float32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

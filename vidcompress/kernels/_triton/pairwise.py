@@ -1,16 +1,16 @@
-"""The three Triton passes of :func:`vidcompress.kernels.pairwise`.
+"""The Triton passes of :func:`vidcompress.kernels.pairwise`.
 
 * ``_prepare_kernel`` — one pass over an operand ``[B, M, D]`` (any strides, unit stride along ``D``): the float32
   squared norm of every row and, when asked, the split of the row into bf16 ``hi = bf16(x)`` and
   ``lo = bf16(x - hi)``, written side by side as one ``[B, M, 2D]`` tensor.
-* ``_dot_kernel`` — a plain tensor-core GEMM: one program per (``BLOCK_M`` x ``BLOCK_N`` tile, batch entry, slice of
-  ``D``) writes the float32 partial dot products of its slice, all product terms included (``hi hi'``, ``hi lo'`` and
-  ``lo hi'`` for split operands; a 16-bit operand has one part). Slicing ``D`` gives the small per-frame matrices
-  (196 x 196 x 3584) enough programs to fill the GPU and shortens each float32 accumulation; nothing is accumulated
-  atomically.
-* ``_finish_kernel`` — one pass over the ``[B, M, N]`` matrix: sums the partial products in a fixed order
-  (deterministic), then forms the cosine, cosine distance or Euclidean distance from the squared norms and divides
-  by ``divide_by``.
+* ``_dot_kernel`` — a plain tensor-core GEMM over slices of ``D`` (each slice's float32 accumulation starts from
+  zero; all product terms included: ``hi hi'``, ``hi lo'`` and ``lo hi'`` for split operands, one for a 16-bit
+  operand). Fused: one program per (``BLOCK_M`` x ``BLOCK_N`` tile, batch entry) sums its slices in order and writes
+  the cosine, cosine distance or Euclidean distance itself. Otherwise one program per (tile, batch entry, slice)
+  writes its slice's float32 partial products, which gives the small per-frame matrices (196 x 196 x 3584) enough
+  programs when there are few frames; nothing is accumulated atomically.
+* ``_finish_kernel`` (unfused only) — one pass over the ``[B, M, N]`` matrix: sums the partial products in slice
+  order (deterministic), then forms the result from the squared norms and divides by ``divide_by``.
 """
 
 from __future__ import annotations
@@ -23,10 +23,12 @@ import triton.language as tl
 
 from .._dispatch import interpreter_active
 
-__all__ = ["prepare_operand", "partial_dots", "finish_pairwise"]
+__all__ = ["prepare_operand", "pairwise_dots"]
 
 #: Widest slice of ``D`` one program reduces by default (see :func:`partial_dots`).
 SLICE_WIDTH = 1024
+#: Output tiles per SM from which one launch with the slices summed in each program is chosen (no partial products).
+FUSED_PROGRAMS_PER_SM = 1.5
 
 _KIND_CODES = {"dot": 0, "cosine": 1, "cosine_distance": 2, "euclidean": 3}
 
@@ -66,36 +68,12 @@ def _prepare_kernel(
 
 
 @triton.jit
-def _dot_kernel(
-    x_ptr,
-    y_ptr,
-    partial_ptr,
-    batches,
-    rows,
-    cols,
-    dim,
-    slice_width,
-    stride_xb,
-    stride_xm,
-    stride_yb,
-    stride_yn,
-    X_SPLIT: tl.constexpr,
-    Y_SPLIT: tl.constexpr,
-    UPCAST: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_D: tl.constexpr,
+def _slice_dot(
+    x_rows, y_rows, i_in, j_in, first, last, dim,
+    X_SPLIT: tl.constexpr, Y_SPLIT: tl.constexpr, UPCAST: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
-    batch = tl.program_id(1).to(tl.int64)
-    tiles_n = tl.cdiv(cols, BLOCK_N)
-    i = (tl.program_id(0) // tiles_n) * BLOCK_M + tl.arange(0, BLOCK_M)
-    j = (tl.program_id(0) % tiles_n) * BLOCK_N + tl.arange(0, BLOCK_N)
-    i_in = i < rows
-    j_in = j < cols
-    x_rows = x_ptr + batch * stride_xb + i[:, None].to(tl.int64) * stride_xm
-    y_rows = y_ptr + batch * stride_yb + j[:, None].to(tl.int64) * stride_yn
-    first = tl.program_id(2) * slice_width
-    last = tl.minimum(first + slice_width, dim)
+    """``[BLOCK_M, BLOCK_N]`` float32 dot products of the tile's rows over columns ``first .. last - 1``."""
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     # the terms' parts (hi at offset 0, lo at offset dim of a split row): hi hi', then hi lo' and / or lo hi'
     for term in tl.static_range(1 + X_SPLIT + Y_SPLIT):
@@ -110,8 +88,78 @@ def _dot_kernel(
                 acc = tl.dot(a.to(tl.float32), tl.trans(b.to(tl.float32)), acc, input_precision="ieee")
             else:
                 acc = tl.dot(a, tl.trans(b), acc)
-    partial = partial_ptr + ((tl.program_id(2).to(tl.int64) * batches + batch) * rows + i[:, None]) * cols + j[None, :]
-    tl.store(partial, acc, mask=i_in[:, None] & j_in[None, :])
+    return acc
+
+
+@triton.jit
+def _finished(result, square_x_ptr, square_y_ptr, batch, rows, cols, i, j, i_in, j_in, eps, divide_by,
+              KIND: tl.constexpr):
+    """``kind`` of the summed dot products ``result`` ``[BLOCK_M, BLOCK_N]`` of rows ``i`` and columns ``j``."""
+    if KIND != 0:
+        square_x = tl.load(square_x_ptr + batch * rows + i, mask=i_in, other=0.0)
+        square_y = tl.load(square_y_ptr + batch * cols + j, mask=j_in, other=0.0)
+    if KIND == 3:
+        result = tl.sqrt(tl.maximum(square_x[:, None] + square_y[None, :] - 2.0 * result, 0.0))
+    elif KIND != 0:
+        norm_x = tl.maximum(tl.sqrt(square_x), eps)
+        norm_y = tl.maximum(tl.sqrt(square_y), eps)
+        result = result / (norm_x[:, None] * norm_y[None, :])
+        if KIND == 2:
+            result = 1.0 - result
+    return result / divide_by
+
+
+@triton.jit
+def _dot_kernel(
+    x_ptr,
+    y_ptr,
+    partial_ptr,
+    square_x_ptr,
+    square_y_ptr,
+    batches,
+    rows,
+    cols,
+    dim,
+    slices,
+    slice_width,
+    stride_xb,
+    stride_xm,
+    stride_yb,
+    stride_yn,
+    eps,
+    divide_by,
+    X_SPLIT: tl.constexpr,
+    Y_SPLIT: tl.constexpr,
+    UPCAST: tl.constexpr,
+    FUSED: tl.constexpr,
+    KIND: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
+    batch = tl.program_id(1).to(tl.int64)
+    tiles_n = tl.cdiv(cols, BLOCK_N)
+    i = (tl.program_id(0) // tiles_n) * BLOCK_M + tl.arange(0, BLOCK_M)
+    j = (tl.program_id(0) % tiles_n) * BLOCK_N + tl.arange(0, BLOCK_N)
+    i_in = i < rows
+    j_in = j < cols
+    x_rows = x_ptr + batch * stride_xb + i[:, None].to(tl.int64) * stride_xm
+    y_rows = y_ptr + batch * stride_yb + j[:, None].to(tl.int64) * stride_yn
+    tile = (batch * rows + i[:, None]) * cols + j[None, :]
+    if FUSED:  # every slice here, summed in order, then the finished value: no partial products leave the program
+        total = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+        for piece in range(0, slices):
+            first = piece * slice_width
+            total += _slice_dot(x_rows, y_rows, i_in, j_in, first, tl.minimum(first + slice_width, dim), dim,
+                                X_SPLIT, Y_SPLIT, UPCAST, BLOCK_M, BLOCK_N, BLOCK_D)
+        total = _finished(total, square_x_ptr, square_y_ptr, batch, rows, cols, i, j, i_in, j_in, eps, divide_by, KIND)
+        tl.store(partial_ptr + tile, total, mask=i_in[:, None] & j_in[None, :])
+    else:  # one slice per program, written for _finish_kernel
+        first = tl.program_id(2) * slice_width
+        acc = _slice_dot(x_rows, y_rows, i_in, j_in, first, tl.minimum(first + slice_width, dim), dim,
+                         X_SPLIT, Y_SPLIT, UPCAST, BLOCK_M, BLOCK_N, BLOCK_D)
+        tl.store(partial_ptr + tl.program_id(2).to(tl.int64) * batches * rows * cols + tile, acc,
+                 mask=i_in[:, None] & j_in[None, :])
 
 
 @triton.jit
@@ -140,18 +188,8 @@ def _finish_kernel(
     result = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     for part in range(0, parts):
         result += tl.load(partial_ptr + part * batches * rows * cols + offset, mask=mask, other=0.0)
-    if KIND != 0:
-        square_x = tl.load(square_x_ptr + batch * rows + i, mask=i_in, other=0.0)
-        square_y = tl.load(square_y_ptr + batch * cols + j, mask=j_in, other=0.0)
-        if KIND == 3:
-            result = tl.sqrt(tl.maximum(square_x[:, None] + square_y[None, :] - 2.0 * result, 0.0))
-        else:
-            norm_x = tl.maximum(tl.sqrt(square_x), eps)
-            norm_y = tl.maximum(tl.sqrt(square_y), eps)
-            result = result / (norm_x[:, None] * norm_y[None, :])
-            if KIND == 2:
-                result = 1.0 - result
-    tl.store(out_ptr + offset, result / divide_by, mask=mask)
+    result = _finished(result, square_x_ptr, square_y_ptr, batch, rows, cols, i, j, i_in, j_in, eps, divide_by, KIND)
+    tl.store(out_ptr + offset, result, mask=mask)
 
 
 def prepare_operand(
@@ -178,27 +216,37 @@ def _multiprocessors(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
-def partial_dots(
+def pairwise_dots(
     x: torch.Tensor,
     y: torch.Tensor,
     dim: int,
     x_split: bool,
     y_split: bool,
+    out: torch.Tensor,
+    square_x: torch.Tensor | None,
+    square_y: torch.Tensor | None,
+    kind: str,
+    eps: float,
+    divide_by: float,
     block_m: int = 64,
     block_n: int = 128,
     block_d: int = 64,
     slices: int | None = None,
+    fused: bool | None = None,
     num_warps: int = 4,
     num_stages: int = 4,
 ) -> torch.Tensor:
-    """``[slices, B, M, N]`` float32 partial dot products of the operands (``x`` ``[B, M, D]`` or, split,
-    ``[B, M, 2D]`` bf16 ``hi | lo``; likewise ``y``) over ``slices`` consecutive slices of ``D``.
+    """Write ``kind`` of the dot products of the operands (``x`` ``[B, M, D]`` or, split, ``[B, M, 2D]`` bf16
+    ``hi | lo``; likewise ``y``) into ``out`` ``[B, M, N]``, accumulated over ``slices`` consecutive slices of ``D``.
 
     ``slices=None``: slices of at most :data:`SLICE_WIDTH` (the tensor cores' float32 accumulation over 3584 terms
-    lands ~1e-5 from float64 on an H100, over 4 slices of 896 ~2e-6, closer than the float32 CUDA-core reference),
-    and more until the launch has ~2 programs per SM. The default tile (64 x 128, 4 stages) was the fastest of 8
-    configurations on an H100 at 32 x 196 x 3584 (``.probe`` sweep of 2026-12-05: 52 us bf16, 119 us split float32,
-    against 55 / 150 us for 64 x 64 x 3 stages)."""
+    lands ~1e-5 from float64 on an H100, over 4 slices of 896 ~2e-6, closer than the float32 CUDA-core reference).
+    ``fused``: each program sums its tile's slices itself and writes the finished value (one launch), which the
+    default chooses when the output tiles alone give every SM :data:`FUSED_PROGRAMS_PER_SM` programs; otherwise the
+    slices are spread over more programs (until ~2 per SM) that write float32 partial products, and a second pass
+    sums them in slice order and finishes. The default tile (64 x 128, 4 stages) was the fastest of 8 configurations
+    on an H100 at 32 x 196 x 3584 (``.probe`` sweep of 2026-12-05: 52 us bf16, 119 us split float32, against 55 / 150
+    us for 64 x 64 x 3 stages)."""
     batch, rows = x.shape[0], x.shape[1]
     cols = y.shape[1]
     block_m = max(16, min(block_m, triton.next_power_of_2(rows)))
@@ -206,43 +254,35 @@ def partial_dots(
     block_d = max(16, min(block_d, triton.next_power_of_2(dim)))
     tiles = triton.cdiv(rows, block_m) * triton.cdiv(cols, block_n)
     chunks = triton.cdiv(dim, block_d)
+    processors = _multiprocessors(x.device) if x.is_cuda else 1
+    if fused is None:
+        fused = tiles * batch >= FUSED_PROGRAMS_PER_SM * processors
     if slices is None:
-        programs = 2 * _multiprocessors(x.device) if x.is_cuda else 1
-        slices = max(triton.cdiv(dim, SLICE_WIDTH), triton.cdiv(programs, tiles * batch))
+        slices = triton.cdiv(dim, SLICE_WIDTH)
+        if not fused:
+            slices = max(slices, triton.cdiv(2 * processors, tiles * batch))
     slices = max(1, min(slices, chunks))
     slice_width = triton.cdiv(chunks, slices) * block_d
     slices = triton.cdiv(dim, slice_width)  # every slice non-empty
-    partial = torch.empty(slices, batch, rows, cols, dtype=torch.float32, device=x.device)
-    _dot_kernel[(tiles, batch, slices)](
-        x, y, partial, batch, rows, cols, dim, slice_width,
-        x.stride(0), x.stride(1), y.stride(0), y.stride(1),
+    partial = out if fused else torch.empty(slices, batch, rows, cols, dtype=torch.float32, device=x.device)
+    code = _KIND_CODES[kind]
+    square_x = partial if square_x is None else square_x
+    square_y = partial if square_y is None else square_y
+    _dot_kernel[(tiles, batch, 1 if fused else slices)](
+        x, y, partial, square_x, square_y, batch, rows, cols, dim, slices, slice_width,
+        x.stride(0), x.stride(1), y.stride(0), y.stride(1), eps, divide_by,
         X_SPLIT=x_split, Y_SPLIT=y_split,
         # Triton's interpreter computes bf16 tl.dot wrongly; there the exact fp32 products are used instead (what a
         # 16-bit tensor-core dot accumulates)
-        UPCAST=interpreter_active(),
+        UPCAST=interpreter_active(), FUSED=fused, KIND=code,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d,
         num_warps=num_warps, num_stages=num_stages,
     )
-    return partial
-
-
-def finish_pairwise(
-    partial: torch.Tensor,
-    out: torch.Tensor,
-    square_x: torch.Tensor | None,
-    square_y: torch.Tensor | None,
-    kind: str,
-    eps: float,
-    divide_by: float,
-    block_m: int = 32,
-    block_n: int = 64,
-) -> torch.Tensor:
-    """Write ``kind`` of the summed partial products ``partial`` ``[P, B, M, N]`` into ``out`` ``[B, M, N]``."""
-    parts, batch, rows, cols = partial.shape
-    grid = (triton.cdiv(rows, block_m), triton.cdiv(cols, block_n), batch)
-    _finish_kernel[grid](
-        partial, out, partial if square_x is None else square_x, partial if square_y is None else square_y,
-        parts, batch, rows, cols, eps, divide_by,
-        KIND=_KIND_CODES[kind], BLOCK_M=block_m, BLOCK_N=block_n, num_warps=4,
-    )
+    if not fused:
+        finish_block_m, finish_block_n = 32, 64
+        grid = (triton.cdiv(rows, finish_block_m), triton.cdiv(cols, finish_block_n), batch)
+        _finish_kernel[grid](
+            partial, out, square_x, square_y, slices, batch, rows, cols, eps, divide_by,
+            KIND=code, BLOCK_M=finish_block_m, BLOCK_N=finish_block_n, num_warps=4,
+        )
     return out
