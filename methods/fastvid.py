@@ -10,7 +10,14 @@ from vidcompress.kernels import matmul_float32, pairwise
 from vidcompress.ops.budgets import first_set
 from vidcompress.ops.dpc_knn import density_peaks, rank_desc
 from vidcompress.ops.reconcile import group_by_representative, group_priority, reconcile, release_candidates
-from vidcompress.ops.temporal import adjacent_similarity, cuts_with_minimum, frame_means, segment_ids
+from vidcompress.ops.temporal import (
+    adjacent_similarity,
+    cuts_with_minimum,
+    frame_means,
+    frame_segment_totals,
+    segment_first_frames,
+    segment_ids,
+)
 from vidcompress.registry import register_compressor
 from vidcompress.tokens import CompressedTokens, VideoTokens
 
@@ -22,9 +29,8 @@ def anchor_context_counts(ids: torch.Tensor, per_frame: int, interval: int) -> t
     evenly (floor) over its anchor frames, every ``interval``-th frame counted back from the segment's last frame;
     other frames get none. Computed on the device."""
     frames = ids.shape[0]
-    lengths = torch.zeros(frames, dtype=torch.long, device=ids.device).index_add_(0, ids, torch.ones_like(ids))
-    length = lengths[ids]
-    from_end = torch.cumsum(lengths, 0)[ids] - 1 - torch.arange(frames, device=ids.device)
+    length = frame_segment_totals(None, ids)
+    from_end = segment_first_frames(ids) + length - 1 - torch.arange(frames, device=ids.device)
     share = per_frame * length // ((length + interval - 1) // interval)
     return torch.where(from_end % interval == 0, share, 0)
 

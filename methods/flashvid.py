@@ -19,6 +19,8 @@ from vidcompress.ops.temporal import (
     adjacent_similarity,
     cuts_with_minimum,
     frame_means,
+    frame_segment_totals,
+    segment_first_frames,
     segment_ids,
     segment_means,
 )
@@ -234,11 +236,10 @@ class FlashVID(Compressor):
         more than ``most = F * (N - budget)`` children, the lower-bound guard's ``> max(most-th largest, -1 + 1e-6)``
         (none when ``most <= 0``). All segments at once."""
         t, n = best.shape
-        lengths = torch.zeros(t, dtype=torch.long, device=best.device).index_add_(0, ids, torch.ones_like(ids))
-        first = (torch.cumsum(lengths, 0) - lengths)[ids]  # first frame of each frame's segment
-        most = lengths[ids] * (n - budget)  # [T], per frame: its segment's
+        first = segment_first_frames(ids)  # first frame of each frame's segment
+        most = frame_segment_totals(None, ids) * (n - budget)  # [T], per frame: its segment's
         child = best > self.temporal_threshold
-        children = torch.zeros(t, dtype=torch.long, device=best.device).index_add_(0, ids, child.sum(1))[ids]
+        children = frame_segment_totals(child.sum(1), ids)
         # every segment's similarities in descending order, segment after segment (segments are runs of frames)
         values = best.reshape(-1)
         order = torch.sort(values, descending=True, stable=True).indices
@@ -303,10 +304,9 @@ class FlashVID(Compressor):
         t, n, _ = values.shape
         device = values.device
         roots_per_frame = is_root.sum(1)
-        roots_per_segment = torch.zeros(t, dtype=torch.long, device=device).index_add_(0, ids, roots_per_frame)
-        lengths = torch.zeros(t, dtype=torch.long, device=device).index_add_(0, ids, torch.ones_like(ids))
+        roots_per_segment = frame_segment_totals(roots_per_frame, ids)  # [T], per frame: its segment's
         # float64, as the reference's Python arithmetic: merged * F / max(segment roots, 1), then ceil(roots * ratio)
-        ratio = (merged * lengths[ids]).double() / roots_per_segment[ids].clamp(min=1).double()
+        ratio = (merged * frame_segment_totals(None, ids)).double() / roots_per_segment.clamp(min=1).double()
         clusters = torch.where(ratio < 1.0, torch.ceil(roots_per_frame.double() * ratio).long(), roots_per_frame)
         cluster_frames = clusters < roots_per_frame
         valid = is_root & cluster_frames[:, None]

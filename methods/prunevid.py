@@ -117,9 +117,8 @@ class PruneVid(Compressor):
         device = tokens.features.device
         segment_of = self.segments(tokens)
         segments = min(t, self.num_clusters(t))  # padded: unused segments are empty
-        lengths = torch.zeros(segments, dtype=torch.long, device=device).index_add_(
-            0, segment_of, torch.ones_like(segment_of)
-        )
+        # frames per segment by a membership count (an integer index_add_ does not fuse under torch.compile)
+        lengths = (segment_of[None, :] == torch.arange(segments, device=device)[:, None]).sum(1)
         # sum of the unit vectors of each (segment, position): one weighted segment-mean pass with weights
         # 1 / |x| scaled back by their totals, instead of a float32 copy of the normalised video
         inverse_norm = 1.0 / torch.linalg.vector_norm(tokens.flat_features, dim=-1, dtype=torch.float32).clamp(

@@ -25,7 +25,13 @@ from vidcompress.ops.greedy import farthest_point_select, mmr_select
 from vidcompress.ops.reconcile import group_by_representative, group_priority, reconcile, release_candidates
 from vidcompress.ops.similarity import minmax
 from vidcompress.ops.sorting import sort_ints, stable_order
-from vidcompress.ops.temporal import cuts_with_minimum, segment_bounds, segment_ids
+from vidcompress.ops.temporal import (
+    cuts_with_minimum,
+    frame_segment_totals,
+    segment_bounds,
+    segment_first_frames,
+    segment_ids,
+)
 
 FAST = settings(max_examples=25, deadline=None)
 
@@ -370,3 +376,19 @@ def test_counting_sorts_under_compile_equal_the_stable_sort(shape: tuple[int, ..
         got = sort_ints(keys, levels, dim=0, stable=True)
     expected = torch.sort(keys, dim=0, stable=True)
     assert torch.equal(got.indices, expected.indices) and torch.equal(got.values, expected.values)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(1, 5), min_size=1, max_size=12), st.integers(0, 2**31 - 1))
+def test_frame_segment_totals_match_the_per_segment_loop(lengths: list[int], seed: int) -> None:
+    """Per-frame segment totals and first frames by the same-segment mask equal a loop over the segments."""
+    ids = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths))
+    values = torch.randint(-50, 50, (ids.shape[0],), generator=torch.Generator().manual_seed(seed))
+    start = 0
+    for length in lengths:
+        frames = slice(start, start + length)
+        assert torch.equal(frame_segment_totals(values, ids)[frames], values[frames].sum().expand(length))
+        assert torch.equal(frame_segment_totals(None, ids)[frames], torch.full((length,), length))
+        assert torch.equal(segment_first_frames(ids)[frames], torch.full((length,), start))
+        start += length
+    assert frame_segment_totals(values, ids).dtype == torch.long

@@ -75,6 +75,24 @@ def segment_ids(cuts: torch.Tensor) -> torch.Tensor:
     return torch.cat([cuts.new_zeros(1, dtype=torch.long), cuts.long().cumsum(0)])
 
 
+def frame_segment_totals(values: torch.Tensor | None, ids: torch.Tensor) -> torch.Tensor:
+    """``[T]``: for every frame, the sum of ``values`` ``[T]`` over the frames of its segment (``None``: the number of
+    frames in its segment); exact for integer values, in ``values``' dtype.
+
+    A ``[T, T]`` same-segment mask summed by rows instead of ``index_add_`` and a gather: as many launches eagerly,
+    and ``torch.compile`` fuses it, where an integer ``index_add_`` falls back to ATen's sort-based ``index_put_``
+    (a sort, an asynchronous bounds check and a scatter per call).
+    """
+    same = ids[:, None] == ids[None, :]
+    return same.sum(1) if values is None else (same * values[None, :]).sum(1)
+
+
+def segment_first_frames(ids: torch.Tensor) -> torch.Tensor:
+    """``[T]`` index of the first frame of every frame's segment (segments are runs of frames: ``ids`` non-decreasing):
+    the number of frames in earlier segments."""
+    return (ids[None, :] < ids[:, None]).sum(1)
+
+
 def segment_bounds(ids: torch.Tensor) -> list[tuple[int, int]]:
     """``[(start, stop), ...]`` frame ranges (stop exclusive) of the segments of ``ids``."""
     lengths = torch.bincount(ids.cpu()).tolist()
