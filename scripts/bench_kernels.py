@@ -114,7 +114,10 @@ class Bench:
         self.rows: list[dict[str, Any]] = []
 
     def time(self, fn: Callable[[Any], Any], inputs: list[Any]) -> float:
-        return median_ms(fn, inputs, self.args.warmup, self.args.runs, self.device, self.args.device_time)
+        """Best of ``--repeats`` medians: on a GPU shared in time with other work, a burst of foreign kernels can
+        inflate every run of one median several-fold; the best of rounds taken apart in time rejects it."""
+        return min(median_ms(fn, inputs, self.args.warmup, self.args.runs, self.device, self.args.device_time)
+                   for _ in range(self.args.repeats))
 
     def add(self, size: str, op: str, triton_ms: float | None, torch_ms: float | None, nbytes: int,
             copy_tbs: float, agreement: dict[str, Any]) -> None:
@@ -494,7 +497,8 @@ def report(record: dict[str, Any]) -> str:
     and the launch-config sweep when there is one."""
     lines = ["# Kernels and token-stage methods", "", f"- command: `{record['command']}`",
              f"- device: {record['gpu']}; {record['versions']}; {record['date']}",
-             f"- CUDA events, median of {record['runs']} runs after {record['warmup']} warm-up, rotating inputs, "
+             f"- CUDA events, median of {record['runs']} runs after {record['warmup']} warm-up (kernel rows: best of "
+             f"{record.get('repeats', 1)} such medians), rotating inputs, "
              f"kernel rows device time only: {record['device_time']}", "", markdown(record["rows"])]
     if record["methods"]:
         lines += ["", method_markdown(record["methods"])]
@@ -513,6 +517,8 @@ def main() -> None:
     parser.add_argument("--sizes", default=",".join(SIZES), help="comma-separated subset of: " + ", ".join(SIZES))
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="kernel rows: best of this many medians (rejects bursts of foreign GPU work)")
     parser.add_argument("--methods", default="", help="'all' or comma-separated registered methods to time too")
     parser.add_argument("--retention", type=float, default=0.25, help="retention for --methods")
     parser.add_argument("--sweep", action="store_true", help="also time segment-mean launch configs")
@@ -535,6 +541,8 @@ def main() -> None:
     if device.type != "cuda" and not args.quick:
         sys.exit("bench_kernels.py needs a CUDA GPU (use --quick with TRITON_INTERPRET=1 for a CPU smoke test)")
     sizes = QUICK_SIZES if args.quick else {name: SIZES[name] for name in args.sizes.split(",")}
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
     if args.quick:
         args.warmup, args.runs = 1, 3
 
@@ -560,7 +568,7 @@ def main() -> None:
     now = dt.datetime.now(dt.timezone.utc)
     record = {"command": " ".join([sys.executable, *sys.argv]), "gpu": gpu, "versions": versions(),
               "date": now.isoformat(timespec="seconds"), "dtype": "bfloat16", "warmup": args.warmup,
-              "runs": args.runs, "device_time": args.device_time, "rows": bench.rows, "methods": method_rows,
+              "runs": args.runs, "repeats": args.repeats, "device_time": args.device_time, "rows": bench.rows, "methods": method_rows,
               "sweep": sweep_rows}
     text = report(record)
     print(text)
