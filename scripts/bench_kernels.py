@@ -62,8 +62,10 @@ RESULTS_DIR = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
 L2_FLUSH_BYTES = 256 * 2**20  # rotate over enough input copies to exceed any L2 several times
 
 
-#: GPU clock cycles of the stall queued before each timed call under ``--device-time`` (~100 us at ~2 GHz).
-STALL_CYCLES = 200_000
+#: GPU clock cycles of the stall queued before each timed call under ``--device-time`` (~0.5 ms at ~2 GHz): longer
+#: than the host takes to enqueue any one call (a segment mean with its sort and checks took over 100 us, so with a
+#: 100 us stall its "incl. sort" row measured host time).
+STALL_CYCLES = 1_000_000
 
 
 def median_ms(fn: Callable[[Any], Any], inputs: list[Any], warmup: int, runs: int, device: torch.device,

@@ -25,7 +25,7 @@ from .._dispatch import interpreter_active
 
 __all__ = ["prepare_operand", "pairwise_dots"]
 
-#: Widest slice of ``D`` one program reduces by default (see :func:`partial_dots`).
+#: Widest slice of ``D`` over which one float32 accumulation runs by default (see :func:`pairwise_dots`).
 SLICE_WIDTH = 1024
 #: Output tiles per SM from which one launch with the slices summed in each program is chosen (no partial products).
 FUSED_PROGRAMS_PER_SM = 1.5
