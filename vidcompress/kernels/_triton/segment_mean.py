@@ -9,8 +9,9 @@ Bandwidth design (H100: 132 SMs, ~3.35 TB/s HBM; the merge reads ``M x D`` and w
 * The member indices of the next tile are loaded before the current tile's rows, so the index gather and the feature
   gather overlap: one memory latency per tile after the first.
 * Feature rows are loaded with ``evict_first``: each is read once, and keeping them out of L2's retained set leaves
-  it to the indices and the output. On an H100 this alone took the merge from 72-89 % to 80-103 % of the copy
-  bandwidth (``benchmarks/results/probes/segment_mean_probe_h100.txt``).
+  it to the indices and the output. In the H100 sweep (``benchmarks/results/probes/segment_mean_probe_h100.txt``) the
+  tiles with the prefetch reached 77-91 % of the copy bandwidth over the eight bf16 cases, with ``evict_first``
+  80-103 % (the earlier kernel, ``BLOCK_K`` segments stepped one member at a time: 72-89 %).
 * Programs of one segment's column blocks are adjacent in the 1-D grid, so its indices are read from DRAM once.
 * Every output element is written exactly once; lanes past a segment's end are masked (a masked lane issues no
   memory traffic), so uneven segment sizes cost latency, never bandwidth. Within a tile the members are summed as a
