@@ -192,9 +192,13 @@ def test_pairwise_launch_configs_agree(
 ) -> None:
     """Tiles, slices of D and the hi / lo terms cover every product exactly once, whatever the configuration, with
     the slices summed in one program (fused) or by the second pass."""
-    from vidcompress.kernels._triton.pairwise import pairwise_dots, prepare_operand
+    from vidcompress.kernels._triton.pairwise import pairwise_dots, prepare_operand, slice_plan
 
     block_m, block_n, block_d, slices = config
+    chunks = -(-100 // block_d)
+    per_slice = -(-chunks // min(slices, chunks))
+    planned, width = slice_plan(100, block_d, slices)
+    assert planned == -(-chunks // per_slice) and (planned - 1) * width < 100  # non-empty slices
     generator = torch.Generator().manual_seed(sum(config))
     x = torch.randn(2, 23, 100, generator=generator).to(dtypes[0])
     y = torch.randn(2, 19, 100, generator=generator).to(dtypes[1])
@@ -205,6 +209,7 @@ def test_pairwise_launch_configs_agree(
         out = torch.full((2, 23, 19), float("nan"))
         pairwise_dots(x_operand, y_operand, 100, x_split, y_split, out, x_square, y_square, kind, 1e-12, 2.0,
                       block_m, block_n, block_d, slices, fused)
+        assert not out.isnan().any()  # every entry written
         _close(kind, out, pairwise_reference(x, y, kind, divide_by=2.0), x, y)
 
 

@@ -23,7 +23,7 @@ import triton.language as tl
 
 from .._dispatch import interpreter_active
 
-__all__ = ["prepare_operand", "pairwise_dots"]
+__all__ = ["prepare_operand", "pairwise_dots", "slice_plan"]
 
 #: Widest slice of ``D`` over which one float32 accumulation runs by default (see :func:`pairwise_dots`).
 SLICE_WIDTH = 1024
@@ -216,6 +216,14 @@ def _multiprocessors(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
+def slice_plan(dim: int, block_d: int, slices: int) -> tuple[int, int]:
+    """``(slices, slice_width)``: at most ``slices`` slices of ``D``, each a whole number of ``block_d`` chunks and
+    none empty (fewer slices than asked when ``D`` has too few chunks to give each one)."""
+    chunks = triton.cdiv(dim, block_d)
+    slice_width = triton.cdiv(chunks, max(1, min(slices, chunks))) * block_d
+    return triton.cdiv(dim, slice_width), slice_width
+
+
 def pairwise_dots(
     x: torch.Tensor,
     y: torch.Tensor,
@@ -253,7 +261,6 @@ def pairwise_dots(
     block_n = max(16, min(block_n, triton.next_power_of_2(cols)))
     block_d = max(16, min(block_d, triton.next_power_of_2(dim)))
     tiles = triton.cdiv(rows, block_m) * triton.cdiv(cols, block_n)
-    chunks = triton.cdiv(dim, block_d)
     processors = _multiprocessors(x.device) if x.is_cuda else 1
     if fused is None:
         fused = tiles * batch >= FUSED_PROGRAMS_PER_SM * processors
@@ -261,9 +268,7 @@ def pairwise_dots(
         slices = triton.cdiv(dim, SLICE_WIDTH)
         if not fused:
             slices = max(slices, triton.cdiv(2 * processors, tiles * batch))
-    slices = max(1, min(slices, chunks))
-    slice_width = triton.cdiv(chunks, slices) * block_d
-    slices = triton.cdiv(dim, slice_width)  # every slice non-empty
+    slices, slice_width = slice_plan(dim, block_d, slices)
     partial = out if fused else torch.empty(slices, batch, rows, cols, dtype=torch.float32, device=x.device)
     code = _KIND_CODES[kind]
     square_x = partial if square_x is None else square_x
