@@ -23,7 +23,7 @@ import triton.language as tl
 
 from .._dispatch import interpreter_active
 
-__all__ = ["prepare_operand", "pairwise_dots", "slice_plan"]
+__all__ = ["pairwise_dots", "prepare_operand", "slice_plan"]
 
 #: Widest slice of ``D`` over which one float32 accumulation runs by default (see :func:`pairwise_dots`).
 SLICE_WIDTH = 1024
